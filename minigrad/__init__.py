@@ -1,0 +1,71 @@
+"""minigrad: a small reverse-mode automatic-differentiation engine on NumPy.
+
+Read in this order: `tensor.py` (the tape and the reverse sweep), `ops.py` (every primitive and
+its VJP, one table), `functions.py` (the public functions' argument handling), `transforms.py`
+(grad, vjp, jvp, jacobian, hessian, gradcheck), then `nn`, `optim`, `serialization`.
+"""
+
+from minigrad.function import Function, FunctionCtx
+from minigrad.functions import (
+    abs,
+    argmax,
+    argmin,
+    broadcast_to,
+    clip,
+    concatenate,
+    exp,
+    expand_dims,
+    log,
+    log_softmax,
+    logsumexp,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    sqrt,
+    squeeze,
+    stack,
+    sum,
+    swapaxes,
+    tanh,
+    transpose,
+    where,
+)
+from minigrad.tensor import (
+    Tensor,
+    detect_anomaly,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    ones,
+    tensor,
+    zeros,
+)
+from minigrad.transforms import (
+    GradcheckError,
+    grad,
+    gradcheck,
+    hessian,
+    hvp,
+    jacobian,
+    jvp,
+    value_and_grad,
+    vjp,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function", "FunctionCtx", "GradcheckError", "Tensor", "abs", "argmax", "argmin",
+    "broadcast_to", "clip", "concatenate", "detect_anomaly", "enable_grad", "exp", "expand_dims",
+    "grad", "gradcheck", "hessian", "hvp", "is_grad_enabled", "jacobian", "jvp", "log",
+    "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum", "no_grad",
+    "ones", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "sum",
+    "swapaxes", "tanh", "tensor", "transpose", "value_and_grad", "vjp", "where", "zeros",
+]

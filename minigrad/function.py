@@ -1,0 +1,75 @@
+"""Custom primitives, PyTorch's shape: subclass `Function`, write `forward` and `backward` on
+ndarrays, call `MyOp.apply(*tensors)`. Check the backward with `mg.gradcheck`.
+
+Custom Functions are first-order: their backward runs on plain arrays. If a transform tries to
+differentiate through that backward (grad of grad), it raises instead of returning a wrong zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minigrad.ops import Primitive
+from minigrad.tensor import Tensor, apply
+
+
+class FunctionCtx:
+    """Carries what forward saves for backward."""
+
+    __slots__ = ("saved", "extra")
+
+    def __init__(self) -> None:
+        self.saved: tuple[np.ndarray, ...] = ()
+        self.extra: dict[str, Any] = {}
+
+    def save_for_backward(self, *arrays: np.ndarray) -> None:
+        self.saved = arrays
+
+
+def _refuse(g: Any, y: Any, src: Any, value: Any, name: str) -> Any:
+    raise RuntimeError(f"{name} is a custom mg.Function and is first-order only: its backward "
+                       f"cannot be differentiated again (grad of grad, hessian, jvp)")
+
+
+_first_order_only = Primitive("first_order_only", lambda src, value, name: value, (_refuse,),
+                              math="a custom Function's backward result (not differentiable)")
+
+
+class Function:
+    """Subclass with `forward(ctx, *arrays) -> ndarray` and `backward(ctx, grad) -> grads`
+    (one per input, None for none) as static methods; use `Op.apply(*tensors)`."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, *arrays: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *tensors: Any) -> Tensor:
+        prim = cls.__dict__.get("_primitive")
+        if prim is None:
+            prim = Primitive(cls.__name__, lambda *xs, ctx: cls.forward(ctx, *xs),
+                             vjp_all=lambda g, y, *xs, ctx: cls._vjp(ctx, g, len(xs)),
+                             reads="xy", math=(cls.__doc__ or "custom Function").strip())
+            cls._primitive = prim  # type: ignore[attr-defined]
+        return apply(prim, *tensors, ctx=FunctionCtx())
+
+    @classmethod
+    def _vjp(cls, ctx: FunctionCtx, g: Any, n_inputs: int) -> tuple[Any, ...]:
+        recorded = isinstance(g, Tensor)
+        grads = cls.backward(ctx, g._data if recorded else g)
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        if len(grads) != n_inputs:
+            raise RuntimeError(f"{cls.__name__}.backward returned {len(grads)} gradients for "
+                               f"{n_inputs} inputs; return one per input (None for none)")
+        grads = tuple(None if gi is None else np.asarray(gi) for gi in grads)
+        if recorded:
+            return tuple(None if gi is None else
+                         apply(_first_order_only, g, value=gi, name=cls.__name__) for gi in grads)
+        return grads

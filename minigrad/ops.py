@@ -1,0 +1,359 @@
+"""Every primitive and its vector-Jacobian product, in one table.
+
+Each entry is a NumPy forward with its VJPs beside it, one per input: given the upstream gradient
+`g` (the output's shape), the output `y` and the inputs, return that input's gradient. The math
+is the docstring's one line. The tape (tensor.py) sums gradients over broadcast axes and casts
+them to the input's dtype, so the rules below never deal with either.
+
+The rules are plain NumPy. During `backward()` they run on ndarrays: nothing is recorded, no
+overhead. When a transform asks for higher order (`mg.grad(mg.grad(f))`, `mg.hessian`) the same
+rules run on Tensors, and NumPy's dispatch protocols send `np.exp`, `np.where`, … back into this
+table, so the VJP itself is recorded and can be differentiated again.
+
+`reads` says what a VJP reads numerically ("x" inputs, "y" output): those arrays are made
+read-only while the tape holds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from minigrad.tensor import Tensor, apply, sum_to
+
+
+class Primitive:
+    """One row of the table: name, forward, VJPs (one per input, or one for all), what it reads."""
+
+    __slots__ = ("name", "forward", "vjps", "vjp_all", "reads", "math")
+
+    def __init__(self, name: str, forward: Callable[..., Any],
+                 vjps: tuple[Callable[..., Any], ...] = (),
+                 vjp_all: Callable[..., Any] | None = None, reads: str = "",
+                 math: str = "") -> None:
+        self.name, self.forward, self.vjps, self.vjp_all = name, forward, vjps, vjp_all
+        self.reads, self.math = reads, math
+
+    def __repr__(self) -> str:
+        return f"<primitive {self.name}: {self.math}>"
+
+
+def primitive(*vjps: Callable[..., Any], reads: str = "", vjp_all: Callable[..., Any] | None = None
+              ) -> Callable[[Callable[..., Any]], Primitive]:
+    """Decorate a NumPy forward with its VJPs; its docstring is the math."""
+    def make(forward: Callable[..., Any]) -> Primitive:
+        return Primitive(forward.__name__, forward, vjps, vjp_all, reads,
+                         (forward.__doc__ or "").strip())
+    return make
+
+
+def _keep(a: Any, axis: tuple[int, ...], keepdims: bool, ndim: int) -> Any:
+    """Reinsert reduced axes as size 1, so a reduction's output broadcasts against its input."""
+    if keepdims:
+        return a
+    shape = list(a.shape)
+    for ax in sorted(axis):
+        shape.insert(ax, 1)
+    return a.reshape(tuple(shape)) if len(shape) == ndim else a.reshape(shape)
+
+
+def _scatter(g: Any, index: Any, shape: tuple[int, ...], basic: bool) -> Any:
+    """zeros(shape) with g added at index, on ndarrays or (for higher order) on the tape."""
+    if isinstance(g, Tensor):
+        return apply(scatter_add, g, index=index, shape=shape, basic=basic)
+    return scatter_add.forward(g, index=index, shape=shape, basic=basic)
+
+
+# =============================================================================================
+# The table
+# =============================================================================================
+# --- arithmetic (elementwise, NumPy broadcasting) -------------------------------------------
+@primitive(lambda g, y, a, b: g,
+           lambda g, y, a, b: g)
+def add(a, b):
+    """y = a + b;  ā = ḡ,  b̄ = ḡ"""
+    return a + b
+
+
+@primitive(lambda g, y, a, b: g,
+           lambda g, y, a, b: -g)
+def subtract(a, b):
+    """y = a − b;  ā = ḡ,  b̄ = −ḡ"""
+    return a - b
+
+
+@primitive(lambda g, y, a, b: g * b,
+           lambda g, y, a, b: g * a, reads="x")
+def multiply(a, b):
+    """y = a·b;  ā = ḡ·b,  b̄ = ḡ·a"""
+    return a * b
+
+
+@primitive(lambda g, y, a, b: g / b,
+           lambda g, y, a, b: -g * y / b, reads="xy")
+def divide(a, b):
+    """y = a / b;  ā = ḡ / b,  b̄ = −ḡ·y / b"""
+    return a / b
+
+
+def _pow_base_vjp(g, y, a, b):
+    if np.ndim(b) == 0 and not isinstance(b, Tensor) and b == 0:
+        return g * 0  # d/da a⁰ = 0, also at a = 0 where b·a^(b−1) would be 0·inf
+    return g * b * a ** (b - 1)
+
+
+def _pow_exponent_vjp(g, y, a, b):
+    # log a is taken as 0 where a = 0 (y is 0 or 1 there): PyTorch's convention, no 0·(−inf).
+    return g * y * np.log(np.where(a == 0, 1, a))
+
+
+@primitive(_pow_base_vjp, _pow_exponent_vjp, reads="xy")
+def power(a, b):
+    """y = a^b;  ā = ḡ·b·a^(b−1),  b̄ = ḡ·y·log a"""
+    return a ** b
+
+
+@primitive(lambda g, y, x: -g)
+def negative(x):
+    """y = −x;  x̄ = −ḡ"""
+    return -x
+
+
+# --- elementwise functions (written with the output where that is cheaper) -----------------
+@primitive(lambda g, y, x: g * y, reads="y")
+def exp(x):
+    """y = eˣ;  x̄ = ḡ·y"""
+    return np.exp(x)
+
+
+@primitive(lambda g, y, x: g / x, reads="x")
+def log(x):
+    """y = ln x;  x̄ = ḡ / x"""
+    return np.log(x)
+
+
+@primitive(lambda g, y, x: g / (2 * y), reads="y")
+def sqrt(x):
+    """y = √x;  x̄ = ḡ / (2y)"""
+    return np.sqrt(x)
+
+
+@primitive(lambda g, y, x: g * (1 - y * y), reads="y")
+def tanh(x):
+    """y = tanh x;  x̄ = ḡ·(1 − y²)"""
+    return np.tanh(x)
+
+
+@primitive(lambda g, y, x: g * y * (1 - y), reads="y")
+def sigmoid(x):
+    """y = 1 / (1 + e⁻ˣ);  x̄ = ḡ·y·(1 − y)"""
+    e = np.exp(-np.abs(x))  # never overflows; both branches are exact
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@primitive(lambda g, y, x: np.where(y > 0, g, 0), reads="y")
+def relu(x):
+    """y = max(x, 0);  x̄ = ḡ·[x > 0]   (relu'(0) = 0)"""
+    return np.maximum(x, 0)
+
+
+@primitive(lambda g, y, x: g * np.sign(x), reads="x")
+def absolute(x):
+    """y = |x|;  x̄ = ḡ·sign x   (abs'(0) = 0)"""
+    return np.abs(x)
+
+
+@primitive(lambda g, y, x, dtype: g.astype(x.dtype))
+def astype(x, dtype):
+    """y = x as dtype;  x̄ = ḡ as x's dtype"""
+    return x.astype(dtype)
+
+
+# --- two-input selections (ties split evenly, as PyTorch does) ------------------------------
+@primitive(lambda g, y, a, b: np.where(a > b, g, np.where(a == b, g * 0.5, 0)),
+           lambda g, y, a, b: np.where(b > a, g, np.where(a == b, g * 0.5, 0)), reads="x")
+def maximum(a, b):
+    """y = max(a, b);  ā = ḡ·([a > b] + ½[a = b]),  b̄ = ḡ·([b > a] + ½[a = b])"""
+    return np.maximum(a, b)
+
+
+@primitive(lambda g, y, a, b: np.where(a < b, g, np.where(a == b, g * 0.5, 0)),
+           lambda g, y, a, b: np.where(b < a, g, np.where(a == b, g * 0.5, 0)), reads="x")
+def minimum(a, b):
+    """y = min(a, b);  ā = ḡ·([a < b] + ½[a = b]),  b̄ = ḡ·([b < a] + ½[a = b])"""
+    return np.minimum(a, b)
+
+
+@primitive(lambda g, y, a, b, cond: np.where(cond, g, 0),
+           lambda g, y, a, b, cond: np.where(cond, 0, g))
+def where(a, b, cond):
+    """y = cond ? a : b;  ā = cond ? ḡ : 0,  b̄ = cond ? 0 : ḡ"""
+    return np.where(cond, a, b)
+
+
+def _clip_vjp(g, y, x, lo, hi):
+    if lo is not None:
+        g = np.where(x < lo, 0, g)
+    if hi is not None:
+        g = np.where(x > hi, 0, g)
+    return g
+
+
+@primitive(_clip_vjp, reads="x")
+def clip(x, lo, hi):
+    """y = min(max(x, lo), hi);  x̄ = ḡ·[lo ≤ x ≤ hi]"""
+    return np.clip(x, lo, hi)
+
+
+# --- reductions (axis is a tuple of non-negative axes, normalised by the wrappers below) ----
+@primitive(lambda g, y, x, axis, keepdims:
+           np.broadcast_to(_keep(g, axis, keepdims, x.ndim), x.shape))
+def sum(x, axis, keepdims):
+    """y = Σ_axis x;  x̄ = ḡ broadcast back over axis"""
+    return x.sum(axis=axis, keepdims=keepdims)
+
+
+def _extreme_vjp(g, y, x, axis, keepdims):
+    hit = (x == _keep(y, axis, keepdims, x.ndim)).astype(g.dtype)
+    return _keep(g, axis, keepdims, x.ndim) * hit / hit.sum(axis=axis, keepdims=True)
+
+
+@primitive(_extreme_vjp, reads="xy")
+def amax(x, axis, keepdims):
+    """y = max_axis x;  x̄ = ḡ·[x = y] / #ties   (ties share evenly)"""
+    return x.max(axis=axis, keepdims=keepdims)
+
+
+@primitive(_extreme_vjp, reads="xy")
+def amin(x, axis, keepdims):
+    """y = min_axis x;  x̄ = ḡ·[x = y] / #ties   (ties share evenly)"""
+    return x.min(axis=axis, keepdims=keepdims)
+
+
+# --- fused, stable softmax family (max subtracted; VJPs from the output, O(N·K)) ------------
+@primitive(lambda g, y, x, axis: y * (g - (g * y).sum(axis=axis, keepdims=True)), reads="y")
+def softmax(x, axis):
+    """y = eˣ / Σ eˣ;  x̄ = y·(ḡ − Σ_axis ḡ·y)   (never diag(y) − y yᵀ)"""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+@primitive(lambda g, y, x, axis: g - np.exp(y) * g.sum(axis=axis, keepdims=True), reads="y")
+def log_softmax(x, axis):
+    """y = x − logΣeˣ;  x̄ = ḡ − eʸ·Σ_axis ḡ"""
+    z = x - x.max(axis=axis, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return z
+
+
+@primitive(lambda g, y, x, axis, keepdims:
+           _keep(g, axis, keepdims, x.ndim) * np.exp(x - _keep(y, axis, keepdims, x.ndim)),
+           reads="xy")
+def logsumexp(x, axis, keepdims):
+    """y = log Σ_axis eˣ;  x̄ = ḡ·e^(x − y)"""
+    m = x.max(axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    out = np.log(np.exp(x - m).sum(axis=axis, keepdims=True)) + m
+    return out if keepdims else out.squeeze(axis)
+
+
+# --- linear algebra -------------------------------------------------------------------------
+def _matmul_vjp_a(g, y, a, b):
+    if b.ndim == 1:  # y[..., m] = a[..., m, k]·b[k]  →  ā = ḡ ⊗ b
+        return g * b if a.ndim == 1 else g.reshape(g.shape + (1,)) * b
+    if a.ndim == 1:  # y[..., n] = a[k]·b[..., k, n]  →  ā = b ḡ, summed over the batch
+        r = b @ g.reshape(g.shape + (1,))
+        return r.reshape(r.shape[:-1])
+    return g @ b.mT
+
+
+def _matmul_vjp_b(g, y, a, b):
+    if a.ndim == 1:
+        if b.ndim == 1:
+            return g * a
+        return a.reshape((-1, 1)) * g.reshape(g.shape[:-1] + (1, g.shape[-1]))
+    if b.ndim == 1:
+        r = a.mT @ g.reshape(g.shape + (1,))
+        return r.reshape(r.shape[:-1])
+    return a.mT @ g
+
+
+@primitive(_matmul_vjp_a, _matmul_vjp_b, reads="x")
+def matmul(a, b):
+    """y = a @ b;  ā = ḡ @ bᵀ,  b̄ = aᵀ @ ḡ   (1-D operands promoted as NumPy does)"""
+    return a @ b
+
+
+# --- shape and indexing -----------------------------------------------------------------------
+@primitive(lambda g, y, x, shape: g.reshape(x.shape))
+def reshape(x, shape):
+    """y = x reshaped;  x̄ = ḡ reshaped back"""
+    return x.reshape(shape)
+
+
+@primitive(lambda g, y, x, axes: g.transpose(tuple(np.argsort(axes))))
+def transpose(x, axes):
+    """y = x with axes permuted;  x̄ = ḡ with the inverse permutation"""
+    return x.transpose(axes)
+
+
+@primitive(lambda g, y, x, shape: sum_to(g, x.shape))
+def broadcast_to(x, shape):
+    """y = x broadcast to shape;  x̄ = ḡ summed over the broadcast axes"""
+    return np.broadcast_to(x, shape)
+
+
+@primitive(lambda g, y, x, index, basic: _scatter(g, index, x.shape, basic))
+def getitem(x, index, basic):
+    """y = x[index];  x̄ = zeros with ḡ added at index   (repeated indices accumulate)"""
+    return x[index]
+
+
+def _scatter_add_forward(g, index, shape, basic):
+    out = np.zeros(shape, dtype=np.result_type(g))
+    if basic:
+        out[index] = g  # a basic index never repeats an element
+    else:
+        np.add.at(out, index, g)
+    return out
+
+
+scatter_add = Primitive("scatter_add", _scatter_add_forward,
+                        (lambda g, y, src, index, shape, basic: g[index],),
+                        math="y = zeros(shape) with src added at index;  s̄rc = ḡ[index]")
+
+
+def _concatenate_vjp(g, y, *xs, axis):
+    bounds = np.cumsum([0] + [x.shape[axis] for x in xs])
+    lead = (slice(None),) * axis
+    return tuple(g[lead + (slice(lo, hi),)] for lo, hi in zip(bounds[:-1], bounds[1:]))
+
+
+def _concatenate(*xs, axis):
+    """y = [x₀, x₁, …] along axis;  x̄ᵢ = ḡ's slice of xᵢ"""
+    return np.concatenate(xs, axis=axis)
+
+
+concatenate = Primitive("concatenate", _concatenate, vjp_all=_concatenate_vjp,
+                         math=_concatenate.__doc__.strip())  # type: ignore[union-attr]
+
+
+def _stack(*xs, axis):
+    """y = xᵢ stacked on a new axis;  x̄ᵢ = ḡ[…, i, …]"""
+    return np.stack(xs, axis=axis)
+
+
+stack = Primitive("stack", _stack,
+                   vjp_all=lambda g, y, *xs, axis: tuple(g[(slice(None),) * axis + (i,)]
+                                                         for i in range(len(xs))),
+                   math=_stack.__doc__.strip())  # type: ignore[union-attr]
+
+TABLE: tuple[Primitive, ...] = (
+    add, subtract, multiply, divide, power, negative, exp, log, sqrt, tanh, sigmoid, relu,
+    absolute, astype, maximum, minimum, where, clip, sum, amax, amin, softmax, log_softmax,
+    logsumexp, matmul, reshape, transpose, broadcast_to, getitem, scatter_add, concatenate,
+    stack,
+)

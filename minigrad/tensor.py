@@ -1,0 +1,730 @@
+"""The tape: `Tensor`, the `Node` each operation records, and the reverse sweep.
+
+Every operation on Tensors goes through `apply(op, *args)`: it runs the op's NumPy forward and,
+when an input requires grad, records a `Node` holding what the op's VJP will need. A Tensor made
+by an op points at its Node; a Node points at its input Tensors. `backward()` sorts that graph
+once (iteratively, each node visited once) and walks it from the output to the leaves, calling
+each op's VJP from the table in `F.py`. No Jacobian is ever built.
+
+Arrays a VJP reads (inputs or output of the forward) are made read-only while the tape holds
+them, so an in-place write that would change a gradient is refused instead of silently applied;
+they become writeable again when `backward()` frees the tape or the graph is dropped.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Union
+
+import numpy as np
+
+ArrayLike = Union["Tensor", np.ndarray, float, int, bool, np.generic, Sequence[Any]]
+
+
+class _State:
+    """Global switches. One flag read per op is all the cost they have when off."""
+
+    grad_enabled: bool = True
+    anomaly: bool = False
+    transform_depth: int = 0  # > 0 while a functional transform traces a function
+
+
+STATE = _State()
+
+
+class ShapeMismatchError(ValueError, RuntimeError):
+    """A shape mismatch in backward misuse: a ValueError (shapes) and a RuntimeError (backward)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Read-only locks on saved arrays
+# ---------------------------------------------------------------------------------------------
+# id(array) -> [array, count]: how many live nodes read this array in their VJP. Only arrays
+# that were writeable when first locked are listed, so we never unlock what we did not lock.
+_locks: dict[int, list[Any]] = {}
+
+
+def _lock(arrays: Iterator[Any]) -> tuple[np.ndarray, ...]:
+    """Make each array (and the array whose memory it views) read-only; return what was locked."""
+    locked: list[np.ndarray] = []
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            continue
+        base = a.base
+        for arr in (a, base) if isinstance(base, np.ndarray) else (a,):
+            entry = _locks.get(id(arr))
+            if entry is not None:
+                entry[1] += 1
+                locked.append(arr)
+            elif arr.flags.writeable:
+                arr.setflags(write=False)
+                _locks[id(arr)] = [arr, 1]
+                locked.append(arr)
+    return tuple(locked)
+
+
+def _unlock(locked: tuple[np.ndarray, ...]) -> None:
+    # Bases were locked after their views: release them first, since a view can only be made
+    # writeable while its base is.
+    for arr in reversed(locked):
+        entry = _locks.get(id(arr))
+        if entry is None:
+            continue
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _locks[id(arr)]
+            try:
+                arr.setflags(write=True)
+            except ValueError:  # its base is still held by another graph: stays read-only
+                pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Node: one recorded operation
+# ---------------------------------------------------------------------------------------------
+class Node:
+    """What `backward()` needs to run one op's VJP.
+
+    `inputs[i]` is the i-th input Tensor when it requires grad, else None (no gradient flows
+    there); `values[i]` is the input value the forward used; `ans` the output it produced.
+    """
+
+    __slots__ = ("op", "inputs", "values", "ans", "params", "locked", "site", "freed")
+
+    def __init__(self, op: Any, inputs: tuple[Tensor | None, ...], values: tuple[Any, ...],
+                 ans: np.ndarray, params: dict[str, Any]) -> None:
+        self.op = op
+        self.inputs = inputs
+        self.values = values
+        self.ans = ans
+        self.params = params
+        self.freed = False
+        self.site: str | None = None
+        reads = op.reads
+        if reads:
+            saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
+            self.locked = _lock(iter(saved))
+        else:
+            self.locked = ()
+
+    def release(self) -> None:
+        """Free what the tape saved; a later backward through here raises."""
+        if self.locked:
+            _unlock(self.locked)
+            self.locked = ()
+        self.inputs = self.values = ()
+        self.ans = None  # type: ignore[assignment]
+        self.freed = True
+
+    def __del__(self) -> None:
+        if self.locked:
+            _unlock(self.locked)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor
+# ---------------------------------------------------------------------------------------------
+def _as_array(data: Any, dtype: Any, copy: bool) -> np.ndarray:
+    if isinstance(data, Tensor):
+        data = data._data
+    arr = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
+    if arr.dtype.kind in "OSUVMm":
+        raise TypeError(f"Tensor: cannot hold data of dtype {arr.dtype} "
+                        f"(from {type(data).__name__}); give numbers or numeric arrays")
+    return arr
+
+
+class Tensor:
+    """An ndarray value plus, when it was made by a recorded op, the Node that made it.
+
+    `Tensor(data)` may share an ndarray's memory when no cast is needed; `mg.tensor` copies.
+    """
+
+    __slots__ = ("_data", "grad", "requires_grad", "_node", "__weakref__")
+    __hash__ = object.__hash__  # == is elementwise, so identity keeps Tensors usable as keys
+
+    def __init__(self, data: ArrayLike, requires_grad: bool = False, dtype: Any = None,
+                 *, _copy: bool = False) -> None:
+        arr = _as_array(data, dtype, _copy)
+        if requires_grad and arr.dtype.kind not in "fc":
+            if dtype is not None:
+                raise TypeError(f"Tensor: only floating dtypes can require grad, got {arr.dtype}")
+            arr = arr.astype(np.float64)
+        self._data = arr
+        self.grad: np.ndarray | None = None
+        self.requires_grad = bool(requires_grad)
+        self._node: Node | None = None
+
+    @staticmethod
+    def _make(data: np.ndarray, node: Node | None) -> Tensor:
+        """The internal constructor for op outputs: no checks, no conversions."""
+        t = object.__new__(Tensor)
+        t._data = data
+        t.grad = None
+        t.requires_grad = node is not None
+        t._node = node
+        return t
+
+    # -- value ----------------------------------------------------------------------------
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, value: ArrayLike) -> None:
+        # Rebinding is safe: the tape keeps the arrays the forward pass used.
+        self._data = _as_array(value, None, False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._data.dtype
+
+    @property
+    def size(self) -> int:
+        return self._data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    def numpy(self) -> np.ndarray:
+        """The value as an ndarray (the same memory, read-only while the tape needs it)."""
+        return self._data
+
+    def item(self) -> float:
+        if self._data.size != 1:
+            raise ValueError(f"item: only a one-element Tensor converts to a Python scalar, "
+                             f"this one has shape {self.shape}")
+        return self._data.item()  # type: ignore[no-any-return]
+
+    def tolist(self) -> Any:
+        return self._data.tolist()
+
+    def detach(self) -> Tensor:
+        """The same memory, off the tape."""
+        return Tensor._make(self._data, None)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        # np.asarray(t) leaves the tape explicitly and gives the value.
+        if copy:
+            return np.array(self._data, dtype=dtype, copy=True)
+        return self._data if dtype is None else self._data.astype(dtype, copy=False)
+
+    def __len__(self) -> int:
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d Tensor")
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __bool__(self) -> bool:
+        return bool(self._data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __repr__(self) -> str:
+        body = np.array2string(self._data, separator=", ", prefix="tensor(")
+        extra = ""
+        if self._data.dtype != np.float64 and self._data.dtype.kind == "f":
+            extra += f", dtype={self._data.dtype}"
+        if self._node is not None:
+            extra += f", op={self._node.op.name}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    # -- reverse mode ----------------------------------------------------------------------
+    def backward(self, gradient: ArrayLike | None = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) · gradient into every leaf's `.grad` that requires grad.
+
+        `gradient` is the upstream of self's shape; it may be left out for one-element outputs.
+        The tape is freed afterwards unless `retain_graph=True`.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this Tensor does not require grad and was not made by "
+                               "a recorded op; set requires_grad=True on the leaves first "
+                               "(and compute outside mg.no_grad())")
+        if gradient is None:
+            if self._data.size != 1:
+                raise RuntimeError(f"backward: a gradient can be left out only for a one-element "
+                                   f"output; this one has shape {self.shape}: pass "
+                                   f"y.backward(upstream) with an upstream of that shape")
+            upstream = np.ones_like(self._data)
+        else:
+            upstream = np.asarray(gradient._data if isinstance(gradient, Tensor) else gradient)
+            if upstream.shape != self.shape:
+                raise ShapeMismatchError(f"backward: gradient has shape {upstream.shape} but the "
+                                         f"output has shape {self.shape}; they must be equal")
+            if upstream.dtype != self.dtype:
+                upstream = upstream.astype(self.dtype)
+        run_backward(self, upstream, retain_graph=retain_graph)
+
+    # -- operators (the definitions live in F.py) -----------------------------------------
+    def __add__(self, other: ArrayLike) -> Tensor:
+        return F.add(self, other)
+
+    def __radd__(self, other: ArrayLike) -> Tensor:
+        return F.add(other, self)
+
+    def __sub__(self, other: ArrayLike) -> Tensor:
+        return F.subtract(self, other)
+
+    def __rsub__(self, other: ArrayLike) -> Tensor:
+        return F.subtract(other, self)
+
+    def __mul__(self, other: ArrayLike) -> Tensor:
+        return F.multiply(self, other)
+
+    def __rmul__(self, other: ArrayLike) -> Tensor:
+        return F.multiply(other, self)
+
+    def __truediv__(self, other: ArrayLike) -> Tensor:
+        return F.divide(self, other)
+
+    def __rtruediv__(self, other: ArrayLike) -> Tensor:
+        return F.divide(other, self)
+
+    def __pow__(self, other: ArrayLike) -> Tensor:
+        return F.power(self, other)
+
+    def __rpow__(self, other: ArrayLike) -> Tensor:
+        return F.power(other, self)
+
+    def __matmul__(self, other: ArrayLike) -> Tensor:
+        return F.matmul(self, other)
+
+    def __rmatmul__(self, other: ArrayLike) -> Tensor:
+        return F.matmul(other, self)
+
+    def __neg__(self) -> Tensor:
+        return F.negative(self)
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __lt__(self, other: ArrayLike) -> Tensor:
+        return F.less(self, other)
+
+    def __le__(self, other: ArrayLike) -> Tensor:
+        return F.less_equal(self, other)
+
+    def __gt__(self, other: ArrayLike) -> Tensor:
+        return F.greater(self, other)
+
+    def __ge__(self, other: ArrayLike) -> Tensor:
+        return F.greater_equal(self, other)
+
+    def __eq__(self, other: object) -> Tensor:  # type: ignore[override]
+        return F.equal(self, other)  # type: ignore[arg-type]
+
+    def __ne__(self, other: object) -> Tensor:  # type: ignore[override]
+        return F.not_equal(self, other)  # type: ignore[arg-type]
+
+    def __and__(self, other: ArrayLike) -> Tensor:
+        return F.logical_and(self, other)
+
+    __rand__ = __and__
+
+    def __or__(self, other: ArrayLike) -> Tensor:
+        return F.logical_or(self, other)
+
+    __ror__ = __or__
+
+    def __invert__(self) -> Tensor:
+        return F.logical_not(self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return F.getitem(self, index)
+
+    # -- methods, NumPy's names and arguments -----------------------------------------------
+    def exp(self) -> Tensor:
+        return F.exp(self)
+
+    def log(self) -> Tensor:
+        return F.log(self)
+
+    def tanh(self) -> Tensor:
+        return F.tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        return F.sigmoid(self)
+
+    def relu(self) -> Tensor:
+        return F.relu(self)
+
+    def sqrt(self) -> Tensor:
+        return F.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return F.abs(self)
+
+    def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return F.sum(self, axis, keepdims)
+
+    def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return F.mean(self, axis, keepdims)
+
+    def max(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return F.max(self, axis, keepdims)
+
+    def min(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return F.min(self, axis, keepdims)
+
+    def argmax(self, axis: int | None = None) -> Tensor:
+        return F.argmax(self, axis)
+
+    def argmin(self, axis: int | None = None) -> Tensor:
+        return F.argmin(self, axis)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return F.reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def flatten(self) -> Tensor:
+        return F.reshape(self, (-1,))
+
+    def transpose(self, *axes: Any) -> Tensor:
+        return F.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+
+    def swapaxes(self, axis1: int, axis2: int) -> Tensor:
+        return F.swapaxes(self, axis1, axis2)
+
+    @property
+    def T(self) -> Tensor:
+        return F.transpose(self, None)
+
+    @property
+    def mT(self) -> Tensor:
+        return F.swapaxes(self, -1, -2)
+
+    def clip(self, lo: Any = None, hi: Any = None) -> Tensor:
+        return F.clip(self, lo, hi)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        return F.softmax(self, axis)
+
+    def log_softmax(self, axis: int = -1) -> Tensor:
+        return F.log_softmax(self, axis)
+
+    def logsumexp(self, axis: int | Sequence[int] | None = -1, keepdims: bool = False) -> Tensor:
+        return F.logsumexp(self, axis, keepdims)
+
+    def astype(self, dtype: Any) -> Tensor:
+        return F.astype(self, dtype)
+
+    # -- NumPy's protocols: a NumPy function on a Tensor records or raises, never detaches ---
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        fn = F.NUMPY_UFUNCS.get(ufunc)
+        if fn is None or method != "__call__" or kwargs:
+            raise TypeError(f"np.{ufunc.__name__}{'' if method == '__call__' else '.' + method}"
+                            f" on a minigrad Tensor is not a recorded primitive (it would drop "
+                            f"the gradient); use minigrad's own ops, or np.asarray(t) to leave "
+                            f"the tape on purpose")
+        return fn(*inputs)
+
+    def __array_function__(self, func: Callable[..., Any], types: Any, args: Any,
+                           kwargs: Any) -> Any:
+        fn = F.NUMPY_FUNCTIONS.get(func)
+        if fn is None:
+            raise TypeError(f"np.{func.__name__} on a minigrad Tensor is not a recorded primitive "
+                            f"(it would drop the gradient); use minigrad's own ops, or "
+                            f"np.asarray(t) to leave the tape on purpose")
+        return fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording
+# ---------------------------------------------------------------------------------------------
+_SCALARS = (float, int, bool, np.generic)
+
+
+def value_of(a: Any, op_name: str) -> Any:
+    """An operand's NumPy value: a Tensor's array; an ndarray or a scalar as is."""
+    if isinstance(a, Tensor):
+        return a._data
+    if isinstance(a, (np.ndarray, *_SCALARS)):
+        return a
+    if isinstance(a, (list, tuple)):
+        arr = np.asarray(a)
+        if arr.dtype.kind not in "biufc":
+            raise TypeError(f"{op_name}: operand {a!r:.60} is not numeric")
+        return arr
+    raise TypeError(f"{op_name}: unsupported operand type {type(a).__name__}; "
+                    f"use a Tensor, an ndarray or a Python number")
+
+
+def apply(op: Any, *args: Any, **params: Any) -> Tensor:
+    """Run `op`'s forward on the inputs' values; record a Node if any input requires grad."""
+    values = tuple(a._data if type(a) is Tensor else value_of(a, op.name) for a in args)
+    try:
+        ans = op.forward(*values, **params)
+    except ValueError as e:
+        shapes = ", ".join(str(np.shape(v)) for v in values)
+        raise ValueError(f"{op.name}: {e} (input shapes {shapes})") from None
+    if type(ans) is not np.ndarray:
+        ans = np.asarray(ans)
+    if STATE.grad_enabled:
+        inputs = tuple(a if type(a) is Tensor and a.requires_grad else None for a in args)
+        if any(i is not None for i in inputs):
+            node = Node(op, inputs, values, ans, params)
+            if STATE.anomaly:
+                node.site = _user_site()
+                _check_finite(ans, f"the forward of {op.name}", node, values)
+            return Tensor._make(ans, node)
+    if STATE.anomaly:
+        _check_finite(ans, f"the forward of {op.name}", None, values)
+    return Tensor._make(ans, None)
+
+
+def constant(fn: Callable[..., Any], *args: Any, name: str = "op") -> Tensor:
+    """Apply a non-differentiable function (comparisons, argmax): never requires grad."""
+    return Tensor._make(np.asarray(fn(*(value_of(a, name) for a in args))), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reverse sweep
+# ---------------------------------------------------------------------------------------------
+def _toposort(root: Tensor, stop: set[int]) -> list[Tensor]:
+    """Tensors reachable from root that require grad, inputs before outputs. Iterative DFS."""
+    order: list[Tensor] = []
+    seen = {id(root)}
+    stack: list[tuple[Tensor, Iterator[Tensor | None]]] = [(root, _parents(root, stop))]
+    while stack:
+        t, parents = stack[-1]
+        for p in parents:
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                stack.append((p, _parents(p, stop)))
+                break
+        else:
+            stack.pop()
+            order.append(t)
+    return order
+
+
+def _parents(t: Tensor, stop: set[int]) -> Iterator[Tensor | None]:
+    node = t._node
+    if node is None or id(t) in stop:
+        return iter(())
+    if node.freed:
+        raise RuntimeError(f"backward: the tape behind this {node.op.name} was already freed by "
+                           f"an earlier backward(); pass retain_graph=True to the first "
+                           f"backward() to go through the graph a second time")
+    return iter(node.inputs)
+
+
+def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
+    """Un-broadcast: sum g over the axes NumPy broadcasting added or stretched to reach g.shape."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape)
+                                      if n == 1 and g.shape[i + lead] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape) if g.shape != shape else g
+
+
+def _fit(g: Any, value: Any, op: Any, i: int) -> Any:
+    """Bring an input's gradient to that input's shape and dtype: the one place for both."""
+    shape = np.shape(value)
+    if g.shape != shape:
+        try:
+            g = sum_to(g, shape)
+        except ValueError:
+            g = None
+        if g is None or g.shape != shape:
+            raise RuntimeError(f"{op.name}: the VJP for input {i} has shape {np.shape(g)} that "
+                               f"does not reduce to the input's shape {shape} (a bug in the op)")
+    dtype = np.result_type(value)
+    if g.dtype != dtype and dtype.kind in "fc":
+        g = g.astype(dtype)
+    return g
+
+
+def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
+                 inputs: Sequence[Tensor] | None = None,
+                 create_graph: bool = False) -> list[Any] | None:
+    """Propagate `upstream` from root to the leaves.
+
+    With `inputs=None`, gradients accumulate into the `.grad` of leaves that require grad.
+    Otherwise they are returned, one per input (None where unreachable), and `.grad` is untouched.
+    With `create_graph`, VJPs run on Tensors, so the gradients are themselves on the tape.
+    """
+    stop = {id(t) for t in inputs} if inputs is not None else set()
+    order = _toposort(root, stop)
+    grads: dict[int, Any] = {id(root): upstream}
+    results: dict[int, Any] = {}
+    handed: set[int] = {id(upstream)}  # arrays given to a leaf or by the caller: never alias
+    anomaly = STATE.anomaly
+    saved_mode = STATE.grad_enabled
+    STATE.grad_enabled = create_graph
+    try:
+        for t in reversed(order):
+            g = grads.pop(id(t), None)
+            node = t._node
+            if node is None or id(t) in stop:
+                if g is not None:
+                    if inputs is not None:
+                        results[id(t)] = g
+                    else:
+                        _accumulate(t, g, handed)
+                continue
+            if g is not None:
+                _run_vjp(t, node, g, grads, create_graph, anomaly)
+            if not retain_graph:
+                node.release()
+    finally:
+        STATE.grad_enabled = saved_mode
+    if inputs is None:
+        return None
+    return [results.get(id(t)) for t in inputs]
+
+
+def _run_vjp(t: Tensor, node: Node, g: Any, grads: dict[int, Any], create_graph: bool,
+             anomaly: bool) -> None:
+    op = node.op
+    values = node.values
+    if create_graph:
+        for p, v in zip(node.inputs, values):
+            if p is not None and p._data is not v:
+                raise RuntimeError(f"{op.name}: an input's .data was replaced after the op was "
+                                   f"recorded; higher-order derivatives need the original")
+        xs = tuple(v if p is None else p for p, v in zip(node.inputs, values))
+        y: Any = t
+    else:
+        xs, y = values, node.ans
+    params = node.params
+    all_grads = op.vjp_all(g, y, *xs, **params) if op.vjp_all is not None else None
+    for i, p in enumerate(node.inputs):
+        if p is None:
+            continue
+        pg = all_grads[i] if all_grads is not None else op.vjps[i](g, y, *xs, **params)
+        if pg is None:
+            continue
+        pg = _fit(pg, values[i], op, i)
+        if anomaly:
+            _check_finite(pg if not create_graph else pg._data,
+                          f"the VJP of {op.name} (input {i})", node, values)
+        k = id(p)
+        prev = grads.get(k)
+        grads[k] = pg if prev is None else prev + pg
+
+
+def _accumulate(leaf: Tensor, g: Any, handed: set[int]) -> None:
+    # A leaf's .grad is the user's to change in place (optimizers, clip_grad_norm_): it must not
+    # share memory with anything else, and must be an ndarray of exactly the leaf's dtype.
+    if (type(g) is not np.ndarray or g.base is not None or id(g) in handed
+            or not g.flags.writeable or g.dtype != leaf._data.dtype):
+        g = np.array(g, dtype=leaf._data.dtype)
+    if leaf.grad is None:
+        leaf.grad = g
+        handed.add(id(g))
+    else:
+        leaf.grad = leaf.grad + g
+
+
+# ---------------------------------------------------------------------------------------------
+# Grad mode and anomaly mode
+# ---------------------------------------------------------------------------------------------
+class no_grad:  # noqa: N801  (PyTorch's name)
+    """Context manager (or decorator): nothing inside is recorded."""
+
+    def __enter__(self) -> None:
+        self._prev = STATE.grad_enabled
+        STATE.grad_enabled = False
+
+    def __exit__(self, *exc: object) -> None:
+        STATE.grad_enabled = self._prev
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            with no_grad():
+                return fn(*args, **kwargs)
+        wrapped.__name__ = getattr(fn, "__name__", "wrapped")
+        wrapped.__doc__ = fn.__doc__
+        return wrapped
+
+
+class enable_grad(no_grad):  # noqa: N801
+    """Context manager: record even inside `no_grad`."""
+
+    def __enter__(self) -> None:
+        self._prev = STATE.grad_enabled
+        STATE.grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return STATE.grad_enabled
+
+
+class detect_anomaly:  # noqa: N801  (PyTorch's name)
+    """Inside: each node remembers the user-code line that made it, and the first op whose
+    forward output or VJP result holds NaN or Inf raises RuntimeError naming the op, the shapes
+    and that line. Outside it costs one flag read per op."""
+
+    def __enter__(self) -> detect_anomaly:
+        self._prev = STATE.anomaly
+        STATE.anomaly = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        STATE.anomaly = self._prev
+
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_site() -> str:
+    """File:line of the innermost frame outside minigrad itself."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) \
+            .startswith(_PKG_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "<unknown>"
+    src = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}: {src}"
+
+
+def _check_finite(arr: Any, what: str, node: Node | None, values: tuple[Any, ...]) -> None:
+    arr = np.asarray(arr)
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        bad = "NaN" if np.isnan(arr).any() else "Inf"
+        shapes = ", ".join(str(np.shape(v)) for v in values)
+        site = (node.site if node is not None else None) or _user_site()
+        raise RuntimeError(f"detect_anomaly: {what} produced {bad} (input shapes {shapes}, "
+                           f"output shape {arr.shape}); the op was created at {site}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction
+# ---------------------------------------------------------------------------------------------
+def tensor(data: ArrayLike, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """A new leaf Tensor holding a copy of data (like torch.tensor)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, _copy=True)
+
+
+def zeros(shape: int | Sequence[int], requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    return Tensor(np.zeros(shape, dtype=dtype or np.float64), requires_grad=requires_grad)
+
+
+def ones(shape: int | Sequence[int], requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    return Tensor(np.ones(shape, dtype=dtype or np.float64), requires_grad=requires_grad)
+
+
+from minigrad import functions as F  # noqa: E402, N812  (functions build on this module)
