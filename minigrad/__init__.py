@@ -69,3 +69,9 @@ __all__ = [
     "ones", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "sum",
     "swapaxes", "tanh", "tensor", "transpose", "value_and_grad", "vjp", "where", "zeros",
 ]
+
+# Networks, optimizers and checkpoints are built on the engine above, so they come last.
+from minigrad import nn, optim  # noqa: E402
+from minigrad.serialization import load, save  # noqa: E402
+
+__all__ += ["load", "nn", "optim", "save"]

@@ -1,0 +1,355 @@
+"""Modules: objects that hold parameters and compute a forward pass with the engine's ops.
+
+A `Module` finds its state by looking at its own attributes, in the order they were set:
+
+- a leaf `Tensor` is state; it is a *parameter* when it requires grad (else a *buffer*:
+  saved in `state_dict()`, never handed to an optimizer);
+- a `Module` is a child, walked recursively;
+- a list, tuple or dict is walked too, its items named by index or key (like PyTorch's
+  `ModuleList`/`ModuleDict`).
+
+Names are PyTorch's: a module's own tensors first, then its children's, joined with dots,
+so `Sequential(Linear(4, 16), ReLU(), Linear(16, 2))` has `0.weight, 0.bias, 2.weight,
+2.bias`, and `state_dict()` loads into the same `torch.nn.Sequential` unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+import minigrad as mg
+from minigrad import Tensor
+
+__all__ = [
+    "IncompatibleKeys", "Identity", "Linear", "LogSoftmax", "Module", "ReLU", "Sequential",
+    "Sigmoid", "Softmax", "Tanh",
+]
+
+
+class IncompatibleKeys(NamedTuple):
+    """What `load_state_dict(sd, strict=False)` skipped."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class Module:
+    """Base class of every layer and network: subclass it and write `forward`.
+
+    ```python
+    class Policy(mg.nn.Module):
+        def __init__(self):
+            self.body = mg.nn.Linear(4, 32, rng=0)
+            self.head = mg.nn.Linear(32, 2, rng=1)
+
+        def forward(self, x):
+            return self.head(self.body(x).tanh())
+    ```
+    Calling `super().__init__()` is allowed but not required.
+    """
+
+    training: bool = True
+
+    def __init__(self) -> None:
+        self.training = True
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # -- the walk ------------------------------------------------------------------------------
+    def _members(self) -> Iterator[tuple[str, Any]]:
+        """(name, value) of what this module holds directly; Sequential overrides it."""
+        return iter(vars(self).items())
+
+    def _split(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Module]]]:
+        """This module's own leaf Tensors and its direct children, in attribute order, with
+        lists, tuples and dicts opened up (their items named by index or key)."""
+        tensors: list[tuple[str, Tensor]] = []
+        children: list[tuple[str, Module]] = []
+
+        def collect(name: str, value: Any) -> None:
+            if isinstance(value, Tensor):
+                if value.is_leaf:
+                    tensors.append((name, value))
+            elif isinstance(value, Module):
+                children.append((name, value))
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    collect(f"{name}.{i}", item)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    collect(f"{name}.{key}", item)
+
+        for name, value in self._members():
+            collect(name, value)
+        return tensors, children
+
+    def _walk(self, name: str = "", path: tuple[int, ...] = ()
+              ) -> Iterator[tuple[str, Tensor | Module]]:
+        """(dotted name, Module or Tensor) over the tree in PyTorch's order: a module, its own
+        tensors, then each child's subtree. `path` (ids of the ancestors) stops cycles."""
+        yield name, self
+        tensors, children = self._split()
+        dot = name + "." if name else ""
+        for key, t in tensors:
+            yield dot + key, t
+        inner = path + (id(self),)
+        for key, child in children:
+            if id(child) not in inner:
+                yield from child._walk(dot + key, inner)
+
+    def named_modules(self) -> Iterator[tuple[str, Module]]:
+        """(name, module) for this module (named "") and every submodule, each once."""
+        seen: set[int] = set()
+        for name, m in self._walk():
+            if isinstance(m, Module) and id(m) not in seen:
+                seen.add(id(m))
+                yield name, m
+
+    def modules(self) -> Iterator[Module]:
+        for _, m in self.named_modules():
+            yield m
+
+    def children(self) -> Iterator[Module]:
+        """The direct submodules."""
+        for _, m in self._split()[1]:
+            yield m
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, parameter) for every Tensor that requires grad, each Tensor once."""
+        seen: set[int] = set()
+        dot = prefix + "." if prefix else ""
+        for name, t in self._walk():
+            if isinstance(t, Tensor) and t.requires_grad and id(t) not in seen:
+                seen.add(id(t))
+                yield dot + name, t
+
+    def parameters(self) -> Iterator[Tensor]:
+        """Every parameter (a leaf Tensor that requires grad), each once."""
+        for _, p in self.named_parameters():
+            yield p
+
+    def _state_tensors(self) -> Iterator[tuple[str, Tensor]]:
+        # Like PyTorch, a tensor shared by two submodules appears under both names.
+        for name, t in self._walk():
+            if isinstance(t, Tensor):
+                yield name, t
+
+    # -- training helpers ----------------------------------------------------------------------
+    def zero_grad(self) -> None:
+        """Reset every parameter's gradient to None (the next backward assigns a fresh one)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> Module:
+        """Set the `training` flag of this module and every submodule; returns self."""
+        for m in self.modules():
+            m.training = bool(mode)
+        return self
+
+    def eval(self) -> Module:
+        """`train(False)`."""
+        return self.train(False)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """{dotted name: a copy of the array}, PyTorch's keys and layouts, parameters and
+        buffers alike."""
+        return {name: t.data.copy() for name, t in self._state_tensors()}
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True
+                        ) -> IncompatibleKeys:
+        """Copy `state_dict`'s arrays into this module's tensors (cast to their dtype).
+
+        Nothing changes unless everything fits: a shape mismatch, and with `strict` a missing or
+        unexpected key, raises RuntimeError listing every problem at once. Values may be
+        ndarrays, Tensors or anything `np.asarray` takes (a CPU `torch.Tensor`).
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"load_state_dict: expected a dict of arrays, got "
+                            f"{type(state_dict).__name__}")
+        own = dict(self._state_tensors())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched: list[str] = []
+        new: dict[str, np.ndarray] = {}
+        for name, t in own.items():
+            if name not in state_dict:
+                continue
+            try:
+                value = np.asarray(state_dict[name])
+            except Exception as e:  # reported below, with the key
+                mismatched.append(f"{name}: cannot convert {type(state_dict[name]).__name__} "
+                                  f"to an array ({e})")
+                continue
+            if value.shape != t.shape:
+                mismatched.append(f"{name}: checkpoint shape {value.shape}, "
+                                  f"module shape {t.shape}")
+            elif value.dtype.kind not in "biuf":
+                mismatched.append(f"{name}: checkpoint dtype {value.dtype} is not numeric")
+            else:
+                new[name] = value
+        if mismatched or (strict and (missing or unexpected)):
+            lines = [f"load_state_dict: the state dict does not fit {type(self).__name__}:"]
+            if strict and missing:
+                lines.append("  missing keys: " + ", ".join(missing))
+            if strict and unexpected:
+                lines.append("  unexpected keys: " + ", ".join(map(str, unexpected)))
+            if mismatched:
+                lines.append("  shape mismatches: " + "; ".join(mismatched))
+            raise RuntimeError("\n".join(lines))
+        for name, value in new.items():
+            t = own[name]
+            # Rebinding (not writing in place) is safe even while a graph holds the old array.
+            t.data = np.array(value, dtype=t.dtype, copy=True)
+        return IncompatibleKeys(missing, unexpected)
+
+    # -- printing ------------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        children = self._split()[1]
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        body = "".join(f"\n  ({name}): " + repr(m).replace("\n", "\n  ")
+                       for name, m in children)
+        return f"{type(self).__name__}({body}\n)"
+
+
+def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    if rng is None or isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    raise TypeError(f"rng must be an np.random.Generator, an int seed or None, "
+                    f"got {type(rng).__name__}")
+
+
+class Linear(Module):
+    """y = x Wᵀ + b, with W of shape (out_features, in_features) as in PyTorch.
+
+    Initialised as PyTorch does (kaiming_uniform with a = √5): W and b ~ U(−k, k), k = 1/√in.
+    `rng` is an np.random.Generator or an int seed (None: fresh OS entropy).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 rng: np.random.Generator | int | None = None,
+                 dtype: Any = np.float64) -> None:
+        if in_features < 0 or out_features < 0:
+            raise ValueError(f"Linear: sizes must be non-negative, got ({in_features}, "
+                             f"{out_features})")
+        dt = np.dtype(dtype)
+        if dt.kind != "f":
+            raise TypeError(f"Linear: dtype must be floating, got {dt}")
+        gen = _generator(rng)
+        self.training = True
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        # astype makes a fresh array: parameters own their memory.
+        self.weight = Tensor(gen.uniform(-bound, bound, (out_features, in_features)).astype(dt),
+                             requires_grad=True)
+        self.bias: Tensor | None = (
+            Tensor(gen.uniform(-bound, bound, (out_features,)).astype(dt), requires_grad=True)
+            if bias else None)
+
+    def forward(self, x: Any) -> Tensor:
+        try:
+            y = x @ self.weight.T
+        except ValueError:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape "
+                             f"{np.shape(x)} must end in in_features={self.in_features}") \
+                from None
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Sequential(Module):
+    """Modules applied in order; the i-th is named "i" (its parameters "i.weight", …)."""
+
+    def __init__(self, *modules: Module) -> None:
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a "
+                                f"Module (wrap functions in a Module)")
+        self.training = True
+        self.layers: tuple[Module, ...] = tuple(modules)
+
+    def _members(self) -> Iterator[tuple[str, Any]]:
+        return ((str(i), m) for i, m in enumerate(self.layers))
+
+    def forward(self, x: Any) -> Any:
+        for m in self.layers:
+            x = m(x)
+        return x
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return Sequential(*self.layers[i])
+        return self.layers[i]
+
+
+class ReLU(Module):
+    """y = max(x, 0)."""
+
+    def forward(self, x: Any) -> Tensor:
+        return mg.relu(x)
+
+
+class Tanh(Module):
+    """y = tanh x."""
+
+    def forward(self, x: Any) -> Tensor:
+        return mg.tanh(x)
+
+
+class Sigmoid(Module):
+    """y = 1 / (1 + e⁻ˣ)."""
+
+    def forward(self, x: Any) -> Tensor:
+        return mg.sigmoid(x)
+
+
+class Identity(Module):
+    """y = x."""
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+
+class Softmax(Module):
+    """y = eˣ / Σ eˣ along `axis` (PyTorch's `dim`)."""
+
+    def __init__(self, axis: int = -1) -> None:
+        self.training = True
+        self.axis = axis
+
+    def forward(self, x: Any) -> Tensor:
+        return mg.softmax(x, self.axis)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+
+class LogSoftmax(Softmax):
+    """y = x − log Σ eˣ along `axis`."""
+
+    def forward(self, x: Any) -> Tensor:
+        return mg.log_softmax(x, self.axis)
