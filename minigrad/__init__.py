@@ -5,6 +5,7 @@ its VJP, one table), `functions.py` (the public functions' argument handling), `
 (grad, vjp, jvp, jacobian, hessian, gradcheck), then `nn`, `optim`, `serialization`.
 """
 
+from minigrad.debug import draw, tape, to_dot
 from minigrad.function import Function, FunctionCtx
 from minigrad.functions import (
     abs,
@@ -68,6 +69,7 @@ __all__ = [
     "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum", "no_grad",
     "ones", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "sum",
     "swapaxes", "tanh", "tensor", "transpose", "value_and_grad", "vjp", "where", "zeros",
+    "draw", "tape", "to_dot",  # study tools (debug.py)
 ]
 
 # Networks, optimizers and checkpoints are built on the engine above, so they come last.

@@ -1,0 +1,293 @@
+"""Study tools: look at the tape that `backward()` will run.
+
+    print(mg.tape(loss))            # one row per recorded op, in the order backward() runs them
+    src = mg.to_dot(loss)           # Graphviz DOT text, no dependency
+    mg.draw(loss, "graph.svg")      # rendered, with the optional `graphviz` package and `dot`
+
+This module only reads the tape: a Tensor's `_node`, each Node's op, inputs, values, output and
+params, and each primitive's `reads` (which arrays its VJP needs). The engine never imports it.
+The walk is the engine's own iterative topological sort (`tensor._toposort`), so the order shown
+is exactly the order of `backward()` and a graph 100,000 ops deep is no problem.
+
+How "saved for backward" is counted, per node: the arrays its VJP reads, that is its input
+values when the primitive's `reads` has "x", its output when it has "y", and the arrays among its
+parameters (a `where` condition, an integer index, a custom Function's `ctx.saved`). Each
+distinct array (by identity) is counted once per node, at its `nbytes` (a view counts its own
+size, not its base's); Python numbers are not arrays and count 0. An array read by two nodes
+counts in both rows; the footer also gives the total over distinct arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from minigrad.function import FunctionCtx
+from minigrad.tensor import Node, Tensor, _toposort
+
+
+class TapeRow(NamedTuple):
+    """One entry of the listing: a recorded op (the Tensor it made) or a leaf."""
+
+    id: int  # the Tensor's position in forward order: %0, %1, ...
+    op: str  # the primitive's name; "leaf" for a leaf that requires grad
+    inputs: tuple[int | str, ...]  # ids of inputs on the tape; constants described as text
+    shape: tuple[int, ...]
+    dtype: str
+    saved_bytes: int  # what this node keeps for its VJP (0 for leaves)
+    saved_arrays: int  # how many distinct arrays that is
+    name: str | None = None  # a leaf's name, from `names=`
+    site: str | None = None  # the creating line, when recorded under detect_anomaly()
+
+
+class Tape:
+    """What `backward()` will run, readable. `str(tape)` is the table.
+
+    `rows`: the recorded ops in the order backward() runs their VJPs (the output first).
+    `leaves`: the leaves that require grad (parameters and inputs), which receive `.grad`.
+    """
+
+    def __init__(self, rows: list[TapeRow], leaves: list[TapeRow], distinct_saved_bytes: int,
+                 root_requires_grad: bool = True) -> None:
+        self.rows = rows
+        self.leaves = leaves
+        self.distinct_saved_bytes = distinct_saved_bytes
+        self._root_requires_grad = root_requires_grad
+
+    @property
+    def ops(self) -> list[str]:
+        """Op names in backward order."""
+        return [r.op for r in self.rows]
+
+    @property
+    def total_saved_bytes(self) -> int:
+        """The sum of the saved column (an array read by two nodes counts twice)."""
+        return sum(r.saved_bytes for r in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[TapeRow]:
+        return iter(self.rows)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        if not self._root_requires_grad:
+            return "tape: empty (this Tensor does not require grad, so nothing was recorded)"
+        header = ("id", "op", "inputs", "shape", "dtype", "saved")
+        body = [(f"%{r.id}", r.op, ", ".join(_ref(i) for i in r.inputs) or "-", _shape(r.shape),
+                 r.dtype, _bytes(r.saved_bytes)) for r in self.rows]
+        body += [(f"%{r.id}", "leaf", r.name or "-", _shape(r.shape), r.dtype, "")
+                 for r in self.leaves]
+        widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
+
+        def line(cells: tuple[str, ...]) -> str:
+            # numbers (the saved column) right-aligned, text left-aligned
+            return "  ".join(c.rjust(w) if k == len(cells) - 1 else c.ljust(w)
+                             for k, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+        n_ops, n_leaves = len(self.rows), len(self.leaves)
+        out = [f"tape: {n_ops} op{'s' * (n_ops != 1)}, listed in the order backward() runs "
+               f"their VJPs; then {n_leaves} lea{'ves' if n_leaves != 1 else 'f'} that "
+               f"receive .grad", line(header)]
+        out += [line(cells) for cells in body[:n_ops]]
+        if self.leaves:
+            out.append("-" * len(line(header)))
+            out += [line(cells) for cells in body[n_ops:]]
+        total = self.total_saved_bytes
+        out.append(f"saved for backward: {total:,} B ({_human(total)}) over {n_ops} "
+                   f"op{'s' * (n_ops != 1)}; {self.distinct_saved_bytes:,} B in distinct arrays")
+        out.append("(saved: the arrays an op's VJP reads, its inputs and/or output as its `reads` "
+                   "says, plus array params; each counted once per node)")
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the graph
+# ---------------------------------------------------------------------------------------------
+def _walk(root: Tensor, caller: str) -> list[Tensor]:
+    """Tensors on root's tape, inputs before outputs: the engine's iterative toposort."""
+    if not isinstance(root, Tensor):
+        raise TypeError(f"{caller}: expected a Tensor, got {type(root).__name__}")
+    if not root.requires_grad:
+        return []
+    try:
+        return _toposort(root, set())
+    except RuntimeError as e:  # a node freed by an earlier backward()
+        raise RuntimeError(f"{caller}: the tape behind this Tensor was freed by backward(); call "
+                           f"{caller}() before backward(), or use "
+                           f"backward(retain_graph=True)") from e
+
+
+def _saved(node: Node) -> list[Any]:
+    """The distinct arrays node's VJP reads (see the module docstring for the rule)."""
+    reads = node.op.reads
+    candidates: list[Any] = []
+    if "x" in reads:
+        candidates += node.values
+    if "y" in reads:
+        candidates.append(node.ans)
+    for p in node.params.values():
+        if isinstance(p, FunctionCtx):
+            candidates += p.saved
+        elif isinstance(p, tuple):  # an index tuple may hold integer or boolean arrays
+            candidates += p
+        else:
+            candidates.append(p)
+    seen: dict[int, Any] = {}
+    for a in candidates:
+        if isinstance(a, (np.ndarray, np.generic)) and id(a) not in seen:
+            seen[id(a)] = a
+    return list(seen.values())
+
+
+def _constant(value: Any) -> str:
+    """How an input that is not on the tape (it does not require grad) is shown."""
+    if isinstance(value, (int, float, bool, complex, np.generic)):
+        return repr(value.item() if isinstance(value, np.generic) else value)
+    return f"const{_shape(np.shape(value))}"
+
+
+def _read(root: Tensor, names: Mapping[str, Tensor] | None, caller: str
+          ) -> tuple[list[Tensor], dict[int, int], dict[int, str]]:
+    order = _walk(root, caller)
+    ids = {id(t): k for k, t in enumerate(order)}
+    labels = {id(t): name for name, t in (names or {}).items()}
+    return order, ids, labels
+
+
+def tape(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Tape:
+    """The listing of what `t.backward()` will run: one row per recorded op, output first,
+    then the leaves that require grad. `names` maps names to leaves (e.g.
+    `dict(model.named_parameters())`) to label them."""
+    order, ids, labels = _read(t, names, "tape")
+    rows: list[TapeRow] = []
+    leaves: list[TapeRow] = []
+    distinct: dict[int, int] = {}
+    dtype_names: dict[np.dtype[Any], str] = {}  # str(dtype) is slow; a big tape has few dtypes
+    for k in reversed(range(len(order))):  # backward() visits the order in reverse
+        x = order[k]
+        node = x._node
+        dtype = dtype_names.get(x.dtype) or dtype_names.setdefault(x.dtype, str(x.dtype))
+        if node is None:
+            leaves.append(TapeRow(k, "leaf", (), x.shape, dtype, 0, 0, name=labels.get(id(x))))
+            continue
+        saved = _saved(node)
+        for a in saved:
+            distinct[id(a)] = a.nbytes
+        inputs = tuple(ids[id(p)] if p is not None else _constant(v)
+                       for p, v in zip(node.inputs, node.values))
+        rows.append(TapeRow(k, node.op.name, inputs, x.shape, dtype,
+                            sum(a.nbytes for a in saved), len(saved), site=node.site))
+    leaves.sort(key=lambda r: r.id)
+    return Tape(rows, leaves, sum(distinct.values()), root_requires_grad=t.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Graphviz
+# ---------------------------------------------------------------------------------------------
+def _quote(text: str) -> str:
+    """A DOT string literal; newlines become DOT's centred line breaks."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(t: Tensor, names: Mapping[str, Tensor] | None = None) -> str:
+    """Graphviz DOT source for t's tape, drawn in the forward direction (inputs at the top).
+
+    Ops are boxes, labelled with the step at which backward() runs their VJP; Tensors are
+    ellipses with their id, shape and dtype. Leaves that require grad are filled blue, constants
+    (inputs that do not require grad) dashed grey, and the output has a double border.
+    """
+    order, ids, labels = _read(t, names, "to_dot")
+    lines = ["digraph tape {",
+             '  node [fontname="Helvetica", fontsize=11];',
+             '  edge [color="#555555"];']
+    if not order:
+        label = f"{_shape(t.shape)} {t.dtype}\n(not on a tape)"
+        lines.append(f"  t0 [shape=ellipse, style=dashed, label={_quote(label)}];")
+    constants: dict[int, str] = {}  # id(array) -> DOT name, so a shared constant is drawn once
+    n_constants = 0
+    steps_left = sum(x._node is not None for x in order)  # backward() runs the last op first
+    for k, x in enumerate(order):
+        node = x._node
+        name = labels.get(id(x))
+        label = f"%{k}" + (f" {name}" if name else "") + f"\n{_shape(x.shape)} {x.dtype}"
+        if node is None:
+            style = ', style=filled, fillcolor="#cfe2ff"'
+        else:
+            style = ", peripheries=2" if k == len(order) - 1 else ""
+        lines.append(f"  t{k} [shape=ellipse, label={_quote(label)}{style}];")
+        if node is None:
+            continue
+        op_label = f"{node.op.name}\nVJP #{steps_left}"
+        steps_left -= 1
+        lines.append(f"  op{k} [shape=box, style=rounded, label={_quote(op_label)}];")
+        for p, v in zip(node.inputs, node.values):
+            if p is not None:
+                lines.append(f"  t{ids[id(p)]} -> op{k};")
+                continue
+            cname = constants.get(id(v)) if isinstance(v, np.ndarray) else None
+            if cname is None:  # first use of this array, or a scalar: one ellipse per use
+                cname = f"c{n_constants}"
+                n_constants += 1
+                if isinstance(v, np.ndarray):
+                    constants[id(v)] = cname
+                lines.append(f'  {cname} [shape=ellipse, style=dashed, color="#888888", '
+                             f'fontcolor="#555555", label={_quote(_constant(v))}];')
+            lines.append(f"  {cname} -> op{k} [style=dashed];")
+        lines.append(f"  op{k} -> t{k};")
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+_INSTALL = ("install the optional extra: pip install 'minigrad[viz]' (the graphviz Python "
+            "package) and Graphviz's `dot` program (apt-get install graphviz, brew install "
+            "graphviz or conda install graphviz); mg.to_dot(t) gives the DOT text without either")
+
+
+def draw(t: Tensor, path: str | Path, names: Mapping[str, Tensor] | None = None) -> Path:
+    """Render `to_dot(t)` to `path`; the format comes from the suffix (.svg, .png, .pdf).
+
+    Needs the `graphviz` Python package and the `dot` program; raises ImportError or RuntimeError
+    saying what to install if either is missing.
+    """
+    try:
+        import graphviz
+    except ImportError:
+        raise ImportError(f"mg.draw needs the graphviz Python package: {_INSTALL}") from None
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "svg"
+    source = graphviz.Source(to_dot(t, names))
+    try:
+        data = source.pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        raise RuntimeError(f"mg.draw: Graphviz's `dot` program was not found on PATH: "
+                           f"{_INSTALL}") from None
+    path.write_bytes(data)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+def _ref(i: int | str) -> str:
+    return f"%{i}" if isinstance(i, int) else i
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} B"
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
