@@ -92,18 +92,19 @@ class Tape:
                              for k, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
         n_ops, n_leaves = len(self.rows), len(self.leaves)
+        leaves = f"{n_leaves} leaves that receive" if n_leaves != 1 else "1 leaf that receives"
         out = [f"tape: {n_ops} op{'s' * (n_ops != 1)}, listed in the order backward() runs "
-               f"their VJPs; then {n_leaves} lea{'ves' if n_leaves != 1 else 'f'} that "
-               f"receive .grad", line(header)]
+               f"their VJPs; then {leaves} .grad", line(header)]
         out += [line(cells) for cells in body[:n_ops]]
         if self.leaves:
             out.append("-" * len(line(header)))
             out += [line(cells) for cells in body[n_ops:]]
         total = self.total_saved_bytes
-        out.append(f"saved for backward: {total:,} B ({_human(total)}) over {n_ops} "
-                   f"op{'s' * (n_ops != 1)}; {self.distinct_saved_bytes:,} B in distinct arrays")
-        out.append("(saved: the arrays an op's VJP reads, its inputs and/or output as its `reads` "
-                   "says, plus array params; each counted once per node)")
+        distinct = _bytes(self.distinct_saved_bytes)
+        out.append(f"saved for backward: {_bytes(total)} over {n_ops} op{'s' * (n_ops != 1)}; "
+                   f"{distinct} in distinct arrays")
+        out.append("(saved = the arrays an op's VJP reads, per its `reads`, plus array params; "
+                   "once per node)")
         return "\n".join(out)
 
 
@@ -283,11 +284,8 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _bytes(n: int) -> str:
-    return f"{n:,} B"
-
-
-def _human(n: int) -> str:
+    """Exact bytes, with a readable size beside them from 1 KiB on."""
     for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+            return f"{n:,} B ({n / size:.1f} {unit})"
+    return f"{n:,} B"

@@ -5,9 +5,11 @@ small network (issue 6). Property tests run under the deterministic "ci" hypothe
 from __future__ import annotations
 
 import re
+import runpy
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,6 +173,11 @@ def test_jvp_accepts_tensors_and_lists_and_returns_zeros_off_the_tape() -> None:
 # ---------------------------------------------------------------------------------------------
 # custom Functions
 # ---------------------------------------------------------------------------------------------
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(x))  # never overflows
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
 class Softplus(mg.Function):
     """y = log(1 + eˣ), computed as max(x, 0) + log1p(e^−|x|);  x̄ = ḡ·sigmoid(x)"""
 
@@ -182,14 +189,14 @@ class Softplus(mg.Function):
     @staticmethod
     def backward(ctx: mg.FunctionCtx, g: np.ndarray) -> np.ndarray:
         (x,) = ctx.saved
-        return g * 0.5 * (1 + np.tanh(0.5 * x))  # sigmoid(x), without overflow
+        return g * sigmoid(x)
 
 
 class WrongSoftplus(Softplus):
     @staticmethod
     def backward(ctx: mg.FunctionCtx, g: np.ndarray) -> np.ndarray:
         (x,) = ctx.saved
-        return g * 0.5 * (1 - np.tanh(0.5 * x))  # sigmoid(−x): the sign slipped
+        return g * sigmoid(-x)  # the sign slipped
 
 
 class ScaledProduct(mg.Function):
@@ -300,3 +307,10 @@ def test_dot_export_of_a_small_network() -> None:
                               timeout=30, check=False)
         assert done.returncode == 0, done.stderr
         assert done.stdout.count('class="node"') == len(declared)
+
+
+def test_custom_function_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).resolve().parents[1] / "examples" / "custom_function.py"
+    runpy.run_path(str(path), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "raised GradcheckError" in out and "Softplus" in out
