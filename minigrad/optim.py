@@ -76,9 +76,14 @@ class Optimizer:
         self.param_groups.append(full)
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
+        # Python floats: NumPy scalars would be "strong" types and could promote float32 math.
         for key in ("lr", "weight_decay", "momentum", "eps", "dampening"):
-            if key in group and not group[key] >= 0.0:
-                raise ValueError(f"{type(self).__name__}: {key} must be >= 0, got {group[key]}")
+            if key in group:
+                value = float(group[key])
+                if not value >= 0.0:
+                    raise ValueError(f"{type(self).__name__}: {key} must be >= 0, "
+                                     f"got {group[key]}")
+                group[key] = value
 
     # -- the step ----------------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -158,6 +163,9 @@ class Optimizer:
                                 f"{len(group['params'])} here")
                 continue
             params.update({int(i): p for i, p in zip(ids, group["params"])})
+        if problems:  # the numbering is meaningless then: stop before the state
+            raise RuntimeError(f"{name}.load_state_dict: the state dict does not fit: "
+                               + "; ".join(problems))
         new_state: dict[Tensor, dict[str, Any]] = {}
         for key, s in saved_state.items():
             p = params.get(int(key))

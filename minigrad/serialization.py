@@ -45,7 +45,7 @@ def _encode(value: Any, dotted: str, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(value, (Tensor, np.ndarray, np.generic)):
         arr = np.asarray(value.data if isinstance(value, Tensor) else value)
         if arr.dtype.hasobject:
-            raise TypeError(f"save: {dotted or 'the state'} is an object array; only numeric, "
+            raise TypeError(f"mg.save: {dotted or 'the state'} is an object array; only numeric, "
                             f"bool and string arrays can be saved without pickle")
         name = dotted or "value"
         if name in arrays or name in _RESERVED:
@@ -64,7 +64,7 @@ def _encode(value: Any, dotted: str, arrays: dict[str, np.ndarray]) -> Any:
         items = []
         for k, v in value.items():
             if not isinstance(k, (str, int)) or isinstance(k, bool):
-                raise TypeError(f"save: dict keys must be str or int, got {k!r} "
+                raise TypeError(f"mg.save: dict keys must be str or int, got {k!r} "
                                 f"({type(k).__name__}) in {dotted or 'the state'}")
             items.append([k, _encode(v, f"{dotted}.{k}" if dotted else str(k), arrays)])
         return {"dict": items}
@@ -72,7 +72,7 @@ def _encode(value: Any, dotted: str, arrays: dict[str, np.ndarray]) -> Any:
         kind = "list" if isinstance(value, list) else "tuple"
         return {kind: [_encode(v, f"{dotted}.{i}" if dotted else str(i), arrays)
                        for i, v in enumerate(value)]}
-    raise TypeError(f"save: cannot save {dotted or 'the state'} of type {type(value).__name__}"
+    raise TypeError(f"mg.save: cannot save {dotted or 'the state'} of type {type(value).__name__}"
                     f"; a checkpoint holds dicts, lists, tuples, arrays, Tensors and Python "
                     f"numbers, bools, strings and None")
 
@@ -161,10 +161,9 @@ def load(path: PathLike) -> Any:
         try:
             return _read(f)
         except _NotACheckpointError as e:
-            raise ValueError(f"load: {path} is not a minigrad checkpoint: {e}") from None
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
-                UnicodeDecodeError) as e:
-            raise ValueError(f"load: {path} is not a readable minigrad checkpoint (truncated "
+            raise ValueError(f"mg.load: {path} is not a minigrad checkpoint: {e}") from None
+        except (ValueError, TypeError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise ValueError(f"mg.load: {path} is not a readable minigrad checkpoint (truncated "
                              f"or corrupt?): {type(e).__name__}: {e}") from None
 
 

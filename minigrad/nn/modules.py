@@ -2,14 +2,15 @@
 
 A `Module` finds its state by looking at its own attributes, in the order they were set:
 
-- a leaf `Tensor` is state; it is a *parameter* when it requires grad (else a *buffer*:
-  saved in `state_dict()`, never handed to an optimizer);
+- a leaf `Tensor` that requires grad is a *parameter* (other Tensors, such as activations
+  kept for later, are not state);
 - a `Module` is a child, walked recursively;
 - a list, tuple or dict is walked too, its items named by index or key (like PyTorch's
-  `ModuleList`/`ModuleDict`).
+  `ModuleList`/`ModuleDict`);
+- `register_buffer(name, value)` adds a *buffer*: saved in `state_dict()`, never optimized.
 
-Names are PyTorch's: a module's own tensors first, then its children's, joined with dots,
-so `Sequential(Linear(4, 16), ReLU(), Linear(16, 2))` has `0.weight, 0.bias, 2.weight,
+Names are PyTorch's: a module's parameters, then its buffers, then its children's, joined
+with dots, so `Sequential(Linear(4, 16), ReLU(), Linear(16, 2))` has `0.weight, 0.bias, 2.weight,
 2.bias`, and `state_dict()` loads into the same `torch.nn.Sequential` unchanged.
 """
 
@@ -68,16 +69,20 @@ class Module:
         """(name, value) of what this module holds directly; Sequential overrides it."""
         return iter(vars(self).items())
 
-    def _split(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Module]]]:
-        """This module's own leaf Tensors and its direct children, in attribute order, with
-        lists, tuples and dicts opened up (their items named by index or key)."""
-        tensors: list[tuple[str, Tensor]] = []
+    def _split(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]],
+                              list[tuple[str, Module]]]:
+        """This module's own parameters, its buffers and its direct children, in attribute
+        order, with lists, tuples and dicts opened up (their items named by index or key)."""
+        params: list[tuple[str, Tensor]] = []
         children: list[tuple[str, Module]] = []
+        buffer_names: set[str] = self.__dict__.get("_buffer_names", set())
+        buffers = [(name, t) for name, t in self.__dict__.items()
+                   if name in buffer_names and isinstance(t, Tensor)]
 
         def collect(name: str, value: Any) -> None:
             if isinstance(value, Tensor):
-                if value.is_leaf:
-                    tensors.append((name, value))
+                if value.requires_grad and value.is_leaf:
+                    params.append((name, value))
             elif isinstance(value, Module):
                 children.append((name, value))
             elif isinstance(value, (list, tuple)):
@@ -88,28 +93,41 @@ class Module:
                     collect(f"{name}.{key}", item)
 
         for name, value in self._members():
-            collect(name, value)
-        return tensors, children
+            if name not in buffer_names:
+                collect(name, value)
+        return params, buffers, children
 
     def _walk(self, name: str = "", path: tuple[int, ...] = ()
-              ) -> Iterator[tuple[str, Tensor | Module]]:
-        """(dotted name, Module or Tensor) over the tree in PyTorch's order: a module, its own
-        tensors, then each child's subtree. `path` (ids of the ancestors) stops cycles."""
-        yield name, self
-        tensors, children = self._split()
+              ) -> Iterator[tuple[str, Tensor | Module, str]]:
+        """(dotted name, Module or Tensor, "module"|"param"|"buffer") over the tree in PyTorch's
+        order: a module, its parameters, its buffers, then each child's subtree. `path` (the
+        ids of the ancestors) stops cycles."""
+        yield name, self, "module"
+        params, buffers, children = self._split()
         dot = name + "." if name else ""
-        for key, t in tensors:
-            yield dot + key, t
+        for key, t in params:
+            yield dot + key, t, "param"
+        for key, t in buffers:
+            yield dot + key, t, "buffer"
         inner = path + (id(self),)
         for key, child in children:
             if id(child) not in inner:
                 yield from child._walk(dot + key, inner)
 
+    def register_buffer(self, name: str, value: Any) -> None:
+        """Keep `value` (a Tensor or array-like, stored as a Tensor without grad) as
+        `self.<name>`: saved in `state_dict()` but never a parameter, like running statistics.
+        Assigning a new Tensor to the attribute later keeps it a buffer."""
+        if not isinstance(value, Tensor):
+            value = Tensor(np.array(value, copy=True))
+        self.__dict__.setdefault("_buffer_names", set()).add(name)
+        setattr(self, name, value)
+
     def named_modules(self) -> Iterator[tuple[str, Module]]:
         """(name, module) for this module (named "") and every submodule, each once."""
         seen: set[int] = set()
-        for name, m in self._walk():
-            if isinstance(m, Module) and id(m) not in seen:
+        for name, m, kind in self._walk():
+            if kind == "module" and id(m) not in seen:
                 seen.add(id(m))
                 yield name, m
 
@@ -119,15 +137,15 @@ class Module:
 
     def children(self) -> Iterator[Module]:
         """The direct submodules."""
-        for _, m in self._split()[1]:
+        for _, m in self._split()[2]:
             yield m
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
         """(dotted name, parameter) for every Tensor that requires grad, each Tensor once."""
         seen: set[int] = set()
         dot = prefix + "." if prefix else ""
-        for name, t in self._walk():
-            if isinstance(t, Tensor) and t.requires_grad and id(t) not in seen:
+        for name, t, kind in self._walk():
+            if kind == "param" and id(t) not in seen:
                 seen.add(id(t))
                 yield dot + name, t
 
@@ -138,9 +156,9 @@ class Module:
 
     def _state_tensors(self) -> Iterator[tuple[str, Tensor]]:
         # Like PyTorch, a tensor shared by two submodules appears under both names.
-        for name, t in self._walk():
-            if isinstance(t, Tensor):
-                yield name, t
+        for name, t, kind in self._walk():
+            if kind != "module":
+                yield name, t  # type: ignore[misc]
 
     # -- training helpers ----------------------------------------------------------------------
     def zero_grad(self) -> None:
@@ -216,7 +234,7 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        children = self._split()[1]
+        children = self._split()[2]
         if not children:
             return f"{type(self).__name__}({self.extra_repr()})"
         body = "".join(f"\n  ({name}): " + repr(m).replace("\n", "\n  ")
