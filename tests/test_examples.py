@@ -1,0 +1,164 @@
+"""Smoke tests of the examples: they run, print their machine-readable last lines, and round-trip
+their checkpoints. Full CartPole training is opt-in (`pytest -m slow`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+LAST_LINE = re.compile(r"^seed=(\d+) solved=(yes|no) episodes=(\d+) steps=(\d+) "
+                       r"seconds=(\d+\.\d+) mean100=(\d+\.\d)$")
+EVAL_LINE = re.compile(r"^eval episodes=(\d+) mean=(\d+\.\d) std=(\d+\.\d)$")
+
+
+def run(script: str, *args: str, cwd: Path, timeout: float = 120) -> list[str]:
+    """Run an example as a user would; return its stdout lines (fail with its stderr)."""
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
+    return proc.stdout.strip().splitlines()
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+needs_gym = pytest.mark.skipif(not has("gymnasium"), reason="needs gymnasium (the test extra)")
+
+
+# --- cartpole_reinforce.py ---------------------------------------------------------------------
+@needs_gym
+def test_cartpole_short_run_save_eval_plot(tmp_path: Path) -> None:
+    ckpt, png = tmp_path / "policy.npz", tmp_path / "curve.png"
+    lines = run("cartpole_reinforce.py", "--seed", "3", "--episodes", "20", "--quiet",
+                "--save", str(ckpt), "--plot", str(png), cwd=tmp_path)
+    m = LAST_LINE.match(lines[-1])
+    assert m, lines[-1]
+    assert m.group(1) == "3" and m.group(2) == "no" and m.group(3) == "20"
+    assert int(m.group(4)) >= 20 * 8  # a CartPole episode lasts at least 8 steps
+    assert ckpt.exists()
+    if has("matplotlib"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    state = mg.load(ckpt)
+    assert state["config"]["env"] == "CartPole-v1"
+    assert state["policy"]["0.weight"].shape == (32, 4)
+    lines = run("cartpole_reinforce.py", "--eval", str(ckpt), "--quiet", cwd=tmp_path)
+    m = EVAL_LINE.match(lines[-1])
+    assert m and m.group(1) == "20", lines[-1]
+
+
+@needs_gym
+def test_cartpole_is_reproducible_and_default_run_saves_under_runs(tmp_path: Path) -> None:
+    first = run("cartpole_reinforce.py", "--episodes", "6", cwd=tmp_path)
+    again = run("cartpole_reinforce.py", "--episodes", "6", "--quiet", cwd=tmp_path)
+    strip = lambda line: re.sub(r"seconds=\S+ ", "", line)  # noqa: E731
+    assert strip(first[-1]) == strip(again[-1])
+    assert (tmp_path / "runs" / "cartpole_reinforce.npz").exists()
+    assert any("runs/cartpole_reinforce.npz" in line for line in first)
+    if has("matplotlib"):
+        assert (tmp_path / "runs" / "cartpole_reinforce.png").exists()
+
+
+@needs_gym
+def test_cartpole_v0_uses_its_own_threshold(tmp_path: Path) -> None:
+    lines = run("cartpole_reinforce.py", "--env", "CartPole-v0", "--episodes", "4",
+                "--batch-episodes", "1", "--entropy", "0.01", "--clip", "1.0", "--quiet",
+                cwd=tmp_path)
+    assert LAST_LINE.match(lines[-1]), lines[-1]
+
+
+def test_cartpole_acting_matches_the_engine_policy() -> None:
+    ex = load_example("cartpole_reinforce")
+    rng = np.random.default_rng(0)
+    policy = ex.make_policy(4, 16, 2, rng)
+    obs = rng.normal(size=(5, 4))
+    with mg.no_grad():
+        want = policy(mg.Tensor(obs)).softmax(axis=-1).numpy()
+    got = np.stack([ex.action_probs(ex.policy_arrays(policy), o) for o in obs])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_cartpole_returns_to_go_and_truncation_bootstrap() -> None:
+    ex = load_example("cartpole_reinforce")
+    np.testing.assert_allclose(ex.returns_to_go([1.0, 1.0, 1.0], 0.5, 0.0), [1.75, 1.5, 1.0])
+    # A run cut by the time limit is not a fall: with the tail 1/(1-gamma), every step of an
+    # all-ones episode is worth 1/(1-gamma), so none of its actions is blamed.
+    np.testing.assert_allclose(ex.returns_to_go([1.0] * 4, 0.9, 10.0), [10.0] * 4)
+
+
+def test_cartpole_update_is_one_tape_and_lowers_the_loss() -> None:
+    ex = load_example("cartpole_reinforce")
+    rng = np.random.default_rng(1)
+    policy = ex.make_policy(4, 8, 2, rng)
+    opt = mg.optim.Adam(policy.parameters(), lr=0.05)
+    obs, actions = rng.normal(size=(64, 4)), rng.integers(0, 2, size=64)
+    returns = rng.normal(size=64)
+    adv = (returns - returns.mean()) / returns.std()
+
+    def objective() -> float:
+        with mg.no_grad():
+            logp = policy(mg.Tensor(obs)).log_softmax(axis=-1).numpy()
+        return float(-(logp[np.arange(64), actions] * adv).mean())
+
+    before = objective()
+    for _ in range(5):
+        ex.update(policy, opt, obs, actions, returns, entropy=0.0, clip=None)
+    assert objective() < before
+
+
+# --- softmax_jacobian.py -----------------------------------------------------------------------
+def test_softmax_jacobian_small(tmp_path: Path) -> None:
+    out = "\n".join(run("softmax_jacobian.py", "--small", cwd=tmp_path))
+    assert "MISMATCH" not in out
+    for n in range(1, 8):
+        assert f"== {n}. " in out
+    assert out.count(" ok") >= 12
+    assert "(10, 2, 10, 2)" in out and "(20, 20)" in out
+    assert "read-only" in out and "accepted" not in out
+
+
+# --- two_moons.py ------------------------------------------------------------------------------
+def test_two_moons_learns(tmp_path: Path) -> None:
+    png = tmp_path / "moons.png"
+    lines = run("two_moons.py", "--n", "400", "--steps", "150", "--quiet", "--plot", str(png),
+                cwd=tmp_path)
+    m = re.match(r"^two_moons train_accuracy=(\S+) test_accuracy=(\S+) ", lines[-1])
+    assert m, lines[-1]
+    assert float(m.group(1)) > 0.97 and float(m.group(2)) > 0.95
+    if has("matplotlib"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# --- full training: opt in with `pytest -m slow` ------------------------------------------------
+@pytest.mark.slow
+@needs_gym
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cartpole_solves_and_the_saved_policy_is_greedy_good(tmp_path: Path, seed: int) -> None:
+    ckpt = tmp_path / "policy.npz"
+    lines = run("cartpole_reinforce.py", "--seed", str(seed), "--quiet", "--save", str(ckpt),
+                cwd=tmp_path, timeout=900)
+    m = LAST_LINE.match(lines[-1])
+    assert m and m.group(2) == "yes", lines[-1]
+    assert int(m.group(3)) <= 2000 and float(m.group(6)) >= 475
+    lines = run("cartpole_reinforce.py", "--eval", str(ckpt), "--quiet", cwd=tmp_path)
+    m = EVAL_LINE.match(lines[-1])
+    assert m and float(m.group(2)) >= 475, lines[-1]
