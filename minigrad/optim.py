@@ -42,7 +42,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state: dict[Tensor, dict[str, Any]] = {}
         self.param_groups: list[dict[str, Any]] = []
-        items = list(params) if not isinstance(params, Tensor) else [params]
+        items: list[Any] = list(params) if not isinstance(params, Tensor) else [params]
         if not items:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         groups = items if isinstance(items[0], dict) else [{"params": items}]
@@ -108,10 +108,13 @@ class Optimizer:
         for p, _ in work:  # check them all before changing anything
             if not p.data.flags.writeable:
                 raise RuntimeError(
-                    f"{type(self).__name__}.step: parameter of shape {p.shape} is read-only "
-                    f"because a live graph still uses it: a forward pass whose backward() was "
-                    f"never run, or backward(retain_graph=True). Run backward() without "
-                    f"retain_graph (or drop that graph, e.g. `del loss`) before step().")
+                    f"{type(self).__name__}.step: the array of a parameter of shape {p.shape} "
+                    f"is read-only, so it cannot be updated in place. A live graph still uses "
+                    f"it: a forward pass whose backward() was never run, or "
+                    f"backward(retain_graph=True). Run backward() without retain_graph (or "
+                    f"drop that graph, e.g. `del out`) before step(). Nothing was changed. "
+                    f"(If the Tensor was made from a read-only array, give it a writeable "
+                    f"copy.)")
         for p, group in work:
             state = self.state.get(p)
             if state is None:
@@ -127,7 +130,7 @@ class Optimizer:
     def state_dict(self) -> dict[str, Any]:
         """{"state": {index: {name: value}}, "param_groups": [{hyperparameters, "params":
         [indices]}]}: PyTorch's layout, parameters numbered across groups; arrays are copies."""
-        index = {}
+        index: dict[Tensor, int] = {}
         groups = []
         for group in self.param_groups:
             ids = []
@@ -168,24 +171,23 @@ class Optimizer:
                                + "; ".join(problems))
         new_state: dict[Tensor, dict[str, Any]] = {}
         for key, s in saved_state.items():
-            p = params.get(int(key))
+            p = params.get(int(key)) if str(key).lstrip("-").isdigit() else None
             if p is None:
-                problems.append(f"state for parameter {key}, which no group lists")
+                problems.append(f"state for parameter {key!r}, which no group lists")
                 continue
-            entry = {}
+            entry: dict[str, Any] = {}
             for k, v in s.items():
-                if isinstance(v, np.ndarray) or hasattr(v, "__array__") and not np.isscalar(v):
+                if k == "step":  # an int here; PyTorch keeps a 0-d float tensor
+                    entry[k] = int(np.asarray(v).item())
+                elif isinstance(v, (np.ndarray, Tensor)) or np.ndim(v) > 0:
                     arr = np.asarray(v)
-                    if arr.ndim == 0 and k == "step":
-                        entry[k] = int(arr)
-                        continue
                     if arr.shape != p.shape:
                         problems.append(f"parameter {key}: {k} has shape {arr.shape}, the "
                                         f"parameter {p.shape}")
                         continue
                     entry[k] = np.array(arr, dtype=p.dtype, copy=True)
                 else:
-                    entry[k] = int(v) if k == "step" else v
+                    entry[k] = v
             new_state[p] = entry
         if problems:
             raise RuntimeError(f"{name}.load_state_dict: the state dict does not fit: "

@@ -45,8 +45,8 @@ def _encode(value: Any, dotted: str, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(value, (Tensor, np.ndarray, np.generic)):
         arr = np.asarray(value.data if isinstance(value, Tensor) else value)
         if arr.dtype.hasobject:
-            raise TypeError(f"mg.save: {dotted or 'the state'} is an object array; only numeric, "
-                            f"bool and string arrays can be saved without pickle")
+            raise TypeError(f"mg.save: {dotted or 'the state'} is an object array; only "
+                            f"numeric, bool and string arrays can be saved without pickle")
         name = dotted or "value"
         if name in arrays or name in _RESERVED:
             n = 1
@@ -72,9 +72,10 @@ def _encode(value: Any, dotted: str, arrays: dict[str, np.ndarray]) -> Any:
         kind = "list" if isinstance(value, list) else "tuple"
         return {kind: [_encode(v, f"{dotted}.{i}" if dotted else str(i), arrays)
                        for i, v in enumerate(value)]}
-    raise TypeError(f"mg.save: cannot save {dotted or 'the state'} of type {type(value).__name__}"
-                    f"; a checkpoint holds dicts, lists, tuples, arrays, Tensors and Python "
-                    f"numbers, bools, strings and None")
+    hint = "; save its .state_dict()" if hasattr(value, "state_dict") else ""
+    raise TypeError(f"mg.save: cannot save {dotted or 'the state'} of type "
+                    f"{type(value).__name__}{hint}; a checkpoint holds dicts, lists, tuples, "
+                    f"arrays, Tensors and Python numbers, bools, strings and None")
 
 
 def _decode(node: Any, arrays: Any, used: set[str]) -> Any:

@@ -167,6 +167,11 @@ def test_load_state_dict_round_trip_gives_the_same_function():
     np.testing.assert_array_equal(a(x).data, b(x).data)
     # the loaded arrays are b's own, not a's
     assert not np.shares_memory(a[0].weight.data, b[0].weight.data)
+    # written in place: references to the parameters' arrays stay valid
+    arrays = [p.data for p in b.parameters()]
+    b.load_state_dict(mlp(3).state_dict())
+    assert all(p.data is arr for p, arr in zip(b.parameters(), arrays))
+    np.testing.assert_array_equal(b(x).data, mlp(3)(x).data)
 
 
 def test_load_state_dict_reports_every_problem_at_once_and_changes_nothing():

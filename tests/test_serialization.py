@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minigrad as mg
 from minigrad import nn, optim
@@ -98,6 +100,24 @@ def test_every_supported_leaf_round_trips(tmp_path):
     assert_same(expected, back)
 
 
+_leaves = (st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+           | st.floats(allow_nan=False) | st.sampled_from([math.inf, -math.inf])
+           | st.builds(lambda n, seed: np.random.default_rng(seed).normal(size=n),
+                       st.integers(0, 4), st.integers(0, 9))
+           | st.builds(lambda v: np.array(v, np.int32), st.lists(st.integers(-9, 9), max_size=3)))
+_keys = st.text(alphabet="ab.0_", max_size=4) | st.integers(-3, 3)
+_trees = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=3)
+                      | st.tuples(inner, inner) | st.dictionaries(_keys, inner, max_size=3),
+                      max_leaves=12)
+
+
+@given(tree=_trees)
+def test_any_nesting_round_trips(tmp_path_factory, tree):
+    path = tmp_path_factory.getbasetemp() / "any_nesting.npz"  # overwritten each example
+    mg.save(tree, path)
+    assert_same(tree, mg.load(path))
+
+
 def test_save_writes_exactly_the_given_path(tmp_path):
     mg.save({"x": 1}, str(tmp_path / "policy.ckpt"))
     assert os.listdir(tmp_path) == ["policy.ckpt"]
@@ -107,7 +127,7 @@ def test_save_writes_exactly_the_given_path(tmp_path):
 def test_save_refuses_what_it_cannot_store_without_pickle(tmp_path):
     path = tmp_path / "ck.npz"
     mg.save({"ok": 1}, path)
-    with pytest.raises(TypeError, match=r"model\.layer of type Linear"):
+    with pytest.raises(TypeError, match=r"model\.layer of type Linear; save its .state_dict"):
         mg.save({"model": {"layer": nn.Linear(2, 2)}}, path)
     with pytest.raises(TypeError, match=r"bad is an object array"):
         mg.save({"bad": np.array([{}, 1], dtype=object)}, path)

@@ -126,8 +126,8 @@ class Module:
     def named_modules(self) -> Iterator[tuple[str, Module]]:
         """(name, module) for this module (named "") and every submodule, each once."""
         seen: set[int] = set()
-        for name, m, kind in self._walk():
-            if kind == "module" and id(m) not in seen:
+        for name, m, _ in self._walk():
+            if isinstance(m, Module) and id(m) not in seen:
                 seen.add(id(m))
                 yield name, m
 
@@ -145,7 +145,7 @@ class Module:
         seen: set[int] = set()
         dot = prefix + "." if prefix else ""
         for name, t, kind in self._walk():
-            if kind == "param" and id(t) not in seen:
+            if kind == "param" and isinstance(t, Tensor) and id(t) not in seen:
                 seen.add(id(t))
                 yield dot + name, t
 
@@ -156,9 +156,9 @@ class Module:
 
     def _state_tensors(self) -> Iterator[tuple[str, Tensor]]:
         # Like PyTorch, a tensor shared by two submodules appears under both names.
-        for name, t, kind in self._walk():
-            if kind != "module":
-                yield name, t  # type: ignore[misc]
+        for name, t, _ in self._walk():
+            if isinstance(t, Tensor):
+                yield name, t
 
     # -- training helpers ----------------------------------------------------------------------
     def zero_grad(self) -> None:
@@ -184,7 +184,8 @@ class Module:
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True
                         ) -> IncompatibleKeys:
-        """Copy `state_dict`'s arrays into this module's tensors (cast to their dtype).
+        """Copy `state_dict`'s arrays into this module's tensors (cast to their dtype), in
+        place; an array a live graph still holds read-only is replaced instead.
 
         Nothing changes unless everything fits: a shape mismatch, and with `strict` a missing or
         unexpected key, raises RuntimeError listing every problem at once. Values may be
@@ -225,8 +226,10 @@ class Module:
             raise RuntimeError("\n".join(lines))
         for name, value in new.items():
             t = own[name]
-            # Rebinding (not writing in place) is safe even while a graph holds the old array.
-            t.data = np.array(value, dtype=t.dtype, copy=True)
+            if t.data.flags.writeable:  # in place, as PyTorch: references to .data stay valid
+                np.copyto(t.data, value, casting="unsafe")
+            else:  # a live graph holds the old array read-only: keep it for that graph
+                t.data = np.array(value, dtype=t.dtype, copy=True)
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing ------------------------------------------------------------------------------
