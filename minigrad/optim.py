@@ -11,8 +11,9 @@ which `mg.save`/`mg.load` round-trip, so a run can be checkpointed and resumed e
 
 The step writes into the parameters' arrays, so it needs them writeable: the engine makes the
 arrays a tape saved read-only until `backward()` frees that tape. A step while a graph still
-holds a parameter (after `backward(retain_graph=True)`, or after a forward pass that was never
-backpropagated) raises RuntimeError before changing anything.
+holds a parameter (after `backward(retain_graph=True)`, after a forward pass that was never
+backpropagated, or while a gradient from `mg.grad` at the parameter itself is alive, since such
+a gradient is on the tape) raises RuntimeError before changing anything.
 """
 
 from __future__ import annotations
@@ -110,9 +111,11 @@ class Optimizer:
                 raise RuntimeError(
                     f"{type(self).__name__}.step: the array of a parameter of shape {p.shape} "
                     f"is read-only, so it cannot be updated in place. A live graph still uses "
-                    f"it: a forward pass whose backward() was never run, or "
-                    f"backward(retain_graph=True). Run backward() without retain_graph (or "
-                    f"drop that graph, e.g. `del out`) before step(). Nothing was changed. "
+                    f"it: a forward pass whose backward() was never run, "
+                    f"backward(retain_graph=True), or a result of mg.grad/mg.vjp taken at a "
+                    f"Tensor that requires grad (such results stay on the tape). Run backward() "
+                    f"without retain_graph (or drop that graph, e.g. `del out`) before step(). "
+                    f"Nothing was changed. "
                     f"(If the Tensor was made from a read-only array, give it a writeable "
                     f"copy.)")
         for p, group in work:

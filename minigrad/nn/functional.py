@@ -37,6 +37,8 @@ def _class_indices(targets: Any, n: int, c: int, logits_shape: tuple[int, ...],
                    name: str) -> np.ndarray:
     """Check that targets are N integer class indices in [0, C); return them as an ndarray."""
     t = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if t.size == 0:  # [] comes out float64; no index to check anyway
+        t = t.astype(np.intp)
     if t.dtype.kind not in "iu":
         raise TypeError(f"{name}: targets must be integer class indices, got dtype {t.dtype} "
                         f"(shape {t.shape}); convert with .astype(int)")
