@@ -10,8 +10,8 @@ overhead. When a transform asks for higher order (`mg.grad(mg.grad(f))`, `mg.hes
 rules run on Tensors, and NumPy's dispatch protocols send `np.exp`, `np.where`, … back into this
 table, so the VJP itself is recorded and can be differentiated again.
 
-`reads` says what a VJP reads numerically ("x" inputs, "y" output): those arrays are made
-read-only while the tape holds them.
+`reads` says what a VJP reads numerically ("x" inputs, "y" output, "p" array parameters such
+as an index or a condition): those arrays are made read-only while the tape holds them.
 """
 
 from __future__ import annotations
@@ -99,9 +99,10 @@ def divide(a, b):
 
 
 def _pow_base_vjp(g, y, a, b):
-    if np.ndim(b) == 0 and not isinstance(b, Tensor) and b == 0:
-        return g * 0  # d/da a⁰ = 0, also at a = 0 where b·a^(b−1) would be 0·inf
-    return g * b * a ** (b - 1)
+    # d/da a⁰ = 0, also at a = 0 where b·a^(b−1) would be 0·inf: a^(b−1) is taken as 1 there.
+    if np.ndim(b) == 0 and not isinstance(b, Tensor):
+        return g * 0 if b == 0 else g * b * a ** (b - 1)
+    return g * b * a ** (np.where(b == 0, 1, b) - 1)
 
 
 def _pow_exponent_vjp(g, y, a, b):
@@ -187,7 +188,7 @@ def minimum(a, b):
 
 
 @primitive(lambda g, y, a, b, cond: np.where(cond, g, 0),
-           lambda g, y, a, b, cond: np.where(cond, 0, g))
+           lambda g, y, a, b, cond: np.where(cond, 0, g), reads="p")
 def where(a, b, cond):
     """y = cond ? a : b;  ā = cond ? ḡ : 0,  b̄ = cond ? 0 : ḡ"""
     return np.where(cond, a, b)
@@ -201,7 +202,7 @@ def _clip_vjp(g, y, x, lo, hi):
     return g
 
 
-@primitive(_clip_vjp, reads="x")
+@primitive(_clip_vjp, reads="xp")
 def clip(x, lo, hi):
     """y = min(max(x, lo), hi);  x̄ = ḡ·[lo ≤ x ≤ hi]"""
     return np.clip(x, lo, hi)
@@ -233,10 +234,11 @@ def amin(x, axis, keepdims):
 
 
 # --- fused, stable softmax family (max subtracted; VJPs from the output, O(N·K)) ------------
+# axis is a tuple of axes here; `initial` lets an empty axis reduce as NumPy's sum does.
 @primitive(lambda g, y, x, axis: y * (g - (g * y).sum(axis=axis, keepdims=True)), reads="y")
 def softmax(x, axis):
     """y = eˣ / Σ eˣ;  x̄ = y·(ḡ − Σ_axis ḡ·y)   (never diag(y) − y yᵀ)"""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e = np.exp(x - x.max(axis=axis, keepdims=True, initial=-np.inf))
     e /= e.sum(axis=axis, keepdims=True)
     return e
 
@@ -244,19 +246,25 @@ def softmax(x, axis):
 @primitive(lambda g, y, x, axis: g - np.exp(y) * g.sum(axis=axis, keepdims=True), reads="y")
 def log_softmax(x, axis):
     """y = x − logΣeˣ;  x̄ = ḡ − eʸ·Σ_axis ḡ"""
-    z = x - x.max(axis=axis, keepdims=True)
+    z = x - x.max(axis=axis, keepdims=True, initial=-np.inf)
     z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
     return z
 
 
-@primitive(lambda g, y, x, axis, keepdims:
-           _keep(g, axis, keepdims, x.ndim) * np.exp(x - _keep(y, axis, keepdims, x.ndim)),
-           reads="xy")
+def _logsumexp_vjp(g, y, x, axis, keepdims):
+    # e^(x − y) is softmax(x) in exact arithmetic; renormalising it removes the rounding of y,
+    # which at |x| ~ 1e4 in float32 is ~1e-3 (the error factor is the same across the axis).
+    e = np.exp(x - _keep(y, axis, keepdims, x.ndim))
+    return _keep(g, axis, keepdims, x.ndim) * (e / e.sum(axis=axis, keepdims=True))
+
+
+@primitive(_logsumexp_vjp, reads="xy")
 def logsumexp(x, axis, keepdims):
     """y = log Σ_axis eˣ;  x̄ = ḡ·e^(x − y)"""
-    m = x.max(axis=axis, keepdims=True)
+    m = x.max(axis=axis, keepdims=True, initial=-np.inf)
     m = np.where(np.isfinite(m), m, 0)
-    out = np.log(np.exp(x - m).sum(axis=axis, keepdims=True)) + m
+    with np.errstate(divide="ignore"):  # log 0 = −inf for an empty or all −inf axis
+        out = np.log(np.exp(x - m).sum(axis=axis, keepdims=True)) + m
     return out if keepdims else out.squeeze(axis)
 
 
@@ -306,7 +314,7 @@ def broadcast_to(x, shape):
     return np.broadcast_to(x, shape)
 
 
-@primitive(lambda g, y, x, index, basic: _scatter(g, index, x.shape, basic))
+@primitive(lambda g, y, x, index, basic: _scatter(g, index, x.shape, basic), reads="p")
 def getitem(x, index, basic):
     """y = x[index];  x̄ = zeros with ḡ added at index   (repeated indices accumulate)"""
     return x[index]
@@ -322,7 +330,7 @@ def _scatter_add_forward(g, index, shape, basic):
 
 
 scatter_add = Primitive("scatter_add", _scatter_add_forward,
-                        (lambda g, y, src, index, shape, basic: g[index],),
+                        (lambda g, y, src, index, shape, basic: g[index],), reads="p",
                         math="y = zeros(shape) with src added at index;  s̄rc = ḡ[index]")
 
 

@@ -6,9 +6,13 @@ by an op points at its Node; a Node points at its input Tensors. `backward()` so
 once (iteratively, each node visited once) and walks it from the output to the leaves, calling
 each op's VJP from the table in `F.py`. No Jacobian is ever built.
 
-Arrays a VJP reads (inputs or output of the forward) are made read-only while the tape holds
-them, so an in-place write that would change a gradient is refused instead of silently applied;
-they become writeable again when `backward()` frees the tape or the graph is dropped.
+Arrays a VJP reads (inputs or output of the forward, or an array parameter such as an index)
+are made read-only while the tape holds them, so an in-place write that would change a gradient
+is refused instead of silently applied; they become writeable again when `backward()` frees the
+tape or the graph is dropped. Locking covers the whole memory: the array, the array owning its
+memory, and any leaf Tensor's view of that memory. An op output that is a view of an input
+(a slice, `.T`, a reshape) is read-only from the start, so no Tensor can write into memory the
+tape saved.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import linecache
 import os
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Union
 
@@ -45,16 +50,29 @@ class ShapeMismatchError(ValueError, RuntimeError):
 # id(array) -> [array, count]: how many live nodes read this array in their VJP. Only arrays
 # that were writeable when first locked are listed, so we never unlock what we did not lock.
 _locks: dict[int, list[Any]] = {}
+# A view can be made writeable only while the array owning its memory is. Views released while
+# another graph still locks their owner wait here (owner id -> views) and follow the owner.
+_waiting: dict[int, list[np.ndarray]] = {}
+# Writeable views of another array's memory held by leaf Tensors (say, parameters sliced from one
+# flat buffer): owner id -> weak references. Locking any array on that memory locks them too,
+# since a write through any of them would change what the tape saved.
+_leaf_views: dict[int, list[weakref.ref[np.ndarray]]] = {}
 
 
 def _lock(arrays: Iterator[Any]) -> tuple[np.ndarray, ...]:
-    """Make each array (and the array whose memory it views) read-only; return what was locked."""
+    """Make each array, its leaf-held sibling views and its memory owner read-only; return what
+    was locked, owners last."""
     locked: list[np.ndarray] = []
     for a in arrays:
         if not isinstance(a, np.ndarray):
             continue
-        base = a.base
-        for arr in (a, base) if isinstance(base, np.ndarray) else (a,):
+        owner = a.base if isinstance(a.base, np.ndarray) else a
+        group = [] if a is owner else [a]
+        siblings = _leaf_views.get(id(owner))
+        if siblings:
+            group += [v for r in siblings if (v := r()) is not None and v is not a]
+        group.append(owner)
+        for arr in group:
             entry = _locks.get(id(arr))
             if entry is not None:
                 entry[1] += 1
@@ -67,8 +85,8 @@ def _lock(arrays: Iterator[Any]) -> tuple[np.ndarray, ...]:
 
 
 def _unlock(locked: tuple[np.ndarray, ...]) -> None:
-    # Bases were locked after their views: release them first, since a view can only be made
-    # writeable while its base is.
+    # Owners were locked after their views: release them first, since a view can only be made
+    # writeable while its owner is.
     for arr in reversed(locked):
         entry = _locks.get(id(arr))
         if entry is None:
@@ -76,10 +94,43 @@ def _unlock(locked: tuple[np.ndarray, ...]) -> None:
         entry[1] -= 1
         if entry[1] == 0:
             del _locks[id(arr)]
-            try:
-                arr.setflags(write=True)
-            except ValueError:  # its base is still held by another graph: stays read-only
-                pass
+            _make_writeable(arr)
+
+
+def _make_writeable(arr: np.ndarray) -> None:
+    try:
+        arr.setflags(write=True)
+    except ValueError:  # its owner is still locked by another graph: wait for the owner
+        owner = arr.base
+        if isinstance(owner, np.ndarray) and id(owner) in _locks:
+            _waiting.setdefault(id(owner), []).append(arr)
+        _waiting.pop(id(arr), None)
+        return
+    for view in _waiting.pop(id(arr), ()):
+        if id(view) not in _locks:
+            _make_writeable(view)
+
+
+def _note_leaf_view(arr: np.ndarray) -> None:
+    """Remember a leaf's view of another array's memory, so locks on that memory cover it."""
+    owner = arr.base
+    if not isinstance(owner, np.ndarray):
+        return
+    key = id(owner)
+    if not arr.flags.writeable:
+        return
+    refs = _leaf_views.setdefault(key, [])
+    if any(r() is arr for r in refs):
+        return
+
+    def forget(ref: weakref.ref[np.ndarray]) -> None:
+        live = _leaf_views.get(key)
+        if live is not None and ref in live:
+            live.remove(ref)
+            if not live:
+                del _leaf_views[key]
+
+    refs.append(weakref.ref(arr, forget))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +157,9 @@ class Node:
         reads = op.reads
         if reads:
             saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
+            if "p" in reads:  # array parameters: where's cond, an index, clip's bounds
+                for v in params.values():
+                    saved += v if isinstance(v, tuple) else (v,)
             self.locked = _lock(iter(saved))
         else:
             self.locked = ()
@@ -153,6 +207,8 @@ class Tensor:
             if dtype is not None:
                 raise TypeError(f"Tensor: only floating dtypes can require grad, got {arr.dtype}")
             arr = arr.astype(np.float64)
+        if arr.base is not None:
+            _note_leaf_view(arr)
         self._data = arr
         self.grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
@@ -176,7 +232,10 @@ class Tensor:
     @data.setter
     def data(self, value: ArrayLike) -> None:
         # Rebinding is safe: the tape keeps the arrays the forward pass used.
-        self._data = _as_array(value, None, False)
+        arr = _as_array(value, None, False)
+        if arr.base is not None:
+            _note_leaf_view(arr)
+        self._data = arr
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -400,7 +459,9 @@ class Tensor:
         return F.reshape(self, (-1,))
 
     def transpose(self, *axes: Any) -> Tensor:
-        return F.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+        if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+            return F.transpose(self, axes[0])
+        return F.transpose(self, axes or None)
 
     def swapaxes(self, axis1: int, axis2: int) -> Tensor:
         return F.swapaxes(self, axis1, axis2)
@@ -479,6 +540,9 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
         raise ValueError(f"{op.name}: {e} (input shapes {shapes})") from None
     if type(ans) is not np.ndarray:
         ans = np.asarray(ans)
+    elif ans.base is not None and ans.flags.writeable and any(
+            type(v) is np.ndarray and np.may_share_memory(ans, v) for v in values):
+        ans.setflags(write=False)  # a view of an input: writing it would change that input
     if STATE.grad_enabled:
         inputs = tuple(a if type(a) is Tensor and a.requires_grad else None for a in args)
         if any(i is not None for i in inputs):
@@ -604,6 +668,9 @@ def _run_vjp(t: Tensor, node: Node, g: Any, grads: dict[int, Any], create_graph:
             if p is not None and p._data is not v:
                 raise RuntimeError(f"{op.name}: an input's .data was replaced after the op was "
                                    f"recorded; higher-order derivatives need the original")
+        if "y" in op.reads and t._data is not node.ans:
+            raise RuntimeError(f"{op.name}: its output's .data was replaced after the op was "
+                               f"recorded; higher-order derivatives need the original")
         xs = tuple(v if p is None else p for p, v in zip(node.inputs, values))
         y: Any = t
     else:
@@ -706,7 +773,11 @@ def _check_finite(arr: Any, what: str, node: Node | None, values: tuple[Any, ...
     if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
         bad = "NaN" if np.isnan(arr).any() else "Inf"
         shapes = ", ".join(str(np.shape(v)) for v in values)
-        site = (node.site if node is not None else None) or _user_site()
+        if node is None:  # a forward: the op is being created right now
+            site = _user_site()
+        else:  # a VJP: the forward may have run outside the block, where no line was kept
+            site = node.site or ("a line not recorded (the forward pass ran outside "
+                                 "detect_anomaly(); run it inside the block to see where)")
         raise RuntimeError(f"detect_anomaly: {what} produced {bad} (input shapes {shapes}, "
                            f"output shape {arr.shape}); the op was created at {site}")
 

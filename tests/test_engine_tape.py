@@ -1,0 +1,458 @@
+"""The tape: in-place safety of everything it saved, lock lifetimes, leaf grads that never alias,
+deep graphs without recursion, each VJP run once, flat memory over a long training loop, and
+intermediates freed after backward."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import tracemalloc
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+
+tape_module = importlib.import_module("minigrad.tensor")  # mg.tensor is the function
+
+# --------------------------------------------------------------------------------------------
+# In-place safety. For every write path of the contract, the outcome must be one of: the write
+# is refused with an error, backward raises RuntimeError, or the gradient equals the one at the
+# values the forward pass used. Never a different gradient.
+# --------------------------------------------------------------------------------------------
+# Ops whose VJP reads what the tape saved (inputs, output or parameters such as an index).
+SAVING_OPS: list[tuple[str, Callable[[mg.Tensor], mg.Tensor]]] = [
+    ("multiply", lambda t: t * t),
+    ("divide", lambda t: 1.0 / t),
+    ("power", lambda t: t ** 3),
+    ("power exponent", lambda t: 1.5 ** t),
+    ("exp", lambda t: t.exp()),
+    ("log", lambda t: t.log()),
+    ("sqrt", lambda t: t.sqrt()),
+    ("tanh", lambda t: t.tanh()),
+    ("sigmoid", lambda t: t.sigmoid()),
+    ("relu", lambda t: (t - 1.0).relu()),
+    ("abs", lambda t: (t - 1.0).abs()),
+    ("maximum", lambda t: mg.maximum(t, 1.0)),
+    ("clip", lambda t: t.clip(0.8, 1.6)),
+    ("max", lambda t: t.max(axis=0)),
+    ("softmax", lambda t: t.softmax(axis=0)),
+    ("log_softmax", lambda t: t.log_softmax(axis=-1)),
+    ("logsumexp", lambda t: t.logsumexp(axis=0)),
+    ("matmul", lambda t: t @ t.T),
+    ("matmul view", lambda t: t[0] @ t.T),
+    ("getitem int array", lambda t: t[np.array([1, 1, 0])] * t[np.array([0, 1, 1])]),
+    ("where", lambda t: mg.where(t.data > 1.0, t * t, t)),
+    ("transposed view", lambda t: t.T * t.T),
+    ("reshaped view", lambda t: t.reshape(-1) * t.reshape(-1)),
+    ("sliced view", lambda t: t[1:] * t[:-1]),
+]
+
+X0 = np.array([[0.7, 1.3, 1.9], [1.1, 0.9, 1.6]])
+UP_RNG = np.random.default_rng(7)
+
+
+def weighted_loss(y: mg.Tensor) -> mg.Tensor:
+    w = np.linspace(0.5, 1.5, y.size).reshape(y.shape)  # non-uniform, fixed
+    return (y * w).sum()
+
+
+def reference_grad(op: Callable[[mg.Tensor], mg.Tensor]) -> np.ndarray:
+    x = mg.tensor(X0.copy(), requires_grad=True)
+    weighted_loss(op(x) + op(x + 0.25)).backward()
+    assert x.grad is not None
+    return x.grad
+
+
+# Each path: (name, setup) where setup(arr, x, h) performs the write; arr is the ndarray given to
+# mg.Tensor, x the leaf, h an intermediate that the op consumed.
+def _rebind_leaf(arr: np.ndarray, x: mg.Tensor, h: mg.Tensor) -> None:
+    x.data = np.full_like(X0, 5.0)
+
+
+def _rebind_intermediate(arr: np.ndarray, x: mg.Tensor, h: mg.Tensor) -> None:
+    h.data = np.full_like(X0, 5.0)
+
+
+WRITES: list[tuple[str, Callable[[np.ndarray, mg.Tensor, mg.Tensor], Any]]] = [
+    ("leaf .data[...] =", lambda arr, x, h: x.data.__setitem__(Ellipsis, 5.0)),
+    ("leaf .data[0, 1] =", lambda arr, x, h: x.data.__setitem__((0, 1), 5.0)),
+    ("leaf .data *=", lambda arr, x, h: x.data.__imul__(2.0)),
+    ("ndarray given to mg.Tensor", lambda arr, x, h: arr.__setitem__(Ellipsis, 5.0)),
+    ("through .numpy()", lambda arr, x, h: x.numpy().__setitem__(0, 5.0)),
+    ("through np.asarray", lambda arr, x, h: np.asarray(x).__iadd__(1.0)),
+    ("through .detach().data", lambda arr, x, h: x.detach().data.__setitem__(0, 5.0)),
+    ("np.exp(out=leaf.data)", lambda arr, x, h: np.exp(arr, out=arr)),
+    ("intermediate .data[...] =", lambda arr, x, h: h.data.__setitem__(Ellipsis, 5.0)),
+    ("intermediate .data *=", lambda arr, x, h: h.data.__imul__(2.0)),
+    ("intermediate .numpy()", lambda arr, x, h: h.numpy().__setitem__(0, 5.0)),
+    ("rebind leaf .data", _rebind_leaf),
+    ("rebind intermediate .data", _rebind_intermediate),
+]
+
+
+def run_write_scenario(op: Callable[[mg.Tensor], mg.Tensor],
+                       write: Callable[[np.ndarray, mg.Tensor, mg.Tensor], Any]) -> str:
+    """Forward, write, backward; return which allowed outcome happened, or fail."""
+    expected = reference_grad(op)
+    arr = X0.copy()
+    x = mg.Tensor(arr, requires_grad=True)  # shares arr's memory
+    h = x + 0.25  # an intermediate, fresh memory
+    loss = weighted_loss(op(x) + op(h))
+    try:
+        write(arr, x, h)
+    except (ValueError, RuntimeError, TypeError):
+        outcome = "refused"
+    else:
+        outcome = "accepted"
+    try:
+        loss.backward()
+    except RuntimeError:
+        return "backward raised"
+    assert x.grad is not None
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-12,
+                               err_msg="an in-place write changed the gradient silently")
+    return outcome
+
+
+@pytest.mark.parametrize("wname,write", WRITES, ids=[w for w, _ in WRITES])
+@pytest.mark.parametrize("opname,op", SAVING_OPS, ids=[o for o, _ in SAVING_OPS])
+def test_in_place_write_never_changes_the_gradient(opname: str, op: Any, wname: str,
+                                                   write: Any) -> None:
+    run_write_scenario(op, write)
+
+
+READS_INPUT = ["multiply", "divide", "power", "log", "maximum", "clip", "max", "logsumexp",
+               "matmul", "matmul view", "transposed view", "reshaped view", "sliced view"]
+
+
+@pytest.mark.parametrize("opname", READS_INPUT)
+def test_writes_into_saved_arrays_are_refused(opname: str) -> None:
+    """The engine's chosen outcome when an op saved its input: the raw write is refused."""
+    op = dict(SAVING_OPS)[opname]
+    for wname in ("leaf .data[...] =", "leaf .data *=", "ndarray given to mg.Tensor",
+                  "through .numpy()", "through np.asarray", "intermediate .data[...] =",
+                  "intermediate .numpy()"):
+        write = dict(WRITES)[wname]
+        assert run_write_scenario(op, write) == "refused", wname
+
+
+def test_writes_through_views_of_a_leaf_are_refused_or_harmless() -> None:
+    """Views made by ops (slices, .T, reshape) before or after the op that saved the memory."""
+    for make_view in (lambda t: t[0], lambda t: t.T, lambda t: t.reshape(-1), lambda t: t[::-1],
+                      lambda t: t[None], lambda t: mg.broadcast_to(t, (2,) + t.shape)):
+        x = mg.tensor(X0.copy(), requires_grad=True)
+        early = make_view(x)  # made before the op below saved x
+        loss = weighted_loss(x * x)
+        late = make_view(x)
+        for v in (early, late):
+            with pytest.raises(ValueError):
+                v.data[...] = 5.0
+        loss.backward()
+        np.testing.assert_allclose(x.grad, 2 * X0 * np.linspace(0.5, 1.5, 6).reshape(2, 3))
+
+
+def test_writes_into_a_leaf_that_views_a_larger_array() -> None:
+    """mg.Tensor may share memory with a slice of a user's array (e.g. one flat buffer for all
+    parameters). Writing through the leaf, the buffer, or a sibling leaf on the same buffer must
+    not change the gradient of a graph that saved a view of that leaf."""
+    for path in ("leaf", "buffer", "sibling"):
+        flat = np.arange(1.0, 13.0)
+        w = mg.Tensor(flat[:6].reshape(2, 3), requires_grad=True)
+        b = mg.Tensor(flat[6:], requires_grad=True)
+        x = mg.tensor(X0.copy(), requires_grad=True)
+        loss = weighted_loss(x * w.T.T[0] + b[:3] * x)  # the tape saves views of w and b
+        target = {"leaf": w.data, "buffer": flat, "sibling": b.data}[path]
+        try:
+            target[...] = 0.0
+        except ValueError:
+            pass
+        loss.backward()
+        wts = np.linspace(0.5, 1.5, 6).reshape(2, 3)
+        np.testing.assert_allclose(x.grad, (np.arange(1.0, 4.0) + np.arange(7.0, 10.0)) * wts,
+                                   err_msg=path)
+        # and after backward freed the tape, all of them are writeable again
+        w.data -= 0.1 * w.grad  # type: ignore[operator]
+        b.data -= 0.1 * b.grad  # type: ignore[operator]
+        flat[...] = 1.0
+
+
+def test_saved_parameters_of_an_op_are_protected() -> None:
+    """where's condition, an integer index and clip's bounds are saved by the tape too."""
+    x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    cond = np.array([True, True, False])
+    idx = np.array([0, 0, 2])
+    lo, hi = np.array([0.0, 2.5, 0.5]), np.array([2.0, 3.0, 2.5])
+    loss = (mg.where(cond, x, 0.0) * 1.0).sum() + (x[idx] * np.array([1.0, 2.0, 3.0])).sum() \
+        + (mg.clip(x, lo, hi) * 10.0).sum()
+    for arr in (cond, idx, lo, hi):
+        try:
+            arr[...] = arr[::-1].copy()
+        except ValueError:
+            pass
+    loss.backward()
+    np.testing.assert_allclose(x.grad, [1 + 3 + 10, 1 + 0 + 0, 0 + 3 + 0])
+
+
+def test_rebinding_data_during_a_higher_order_transform_raises_or_is_exact() -> None:
+    def f(t: mg.Tensor) -> mg.Tensor:
+        y = t.exp()
+        y.data = np.zeros_like(y.data)  # rebind the saved output inside the traced function
+        return y.sum()
+
+    x0 = np.array([0.5, -1.0])
+    try:
+        h = mg.hessian(f, x0)
+    except RuntimeError:
+        return
+    np.testing.assert_allclose(h, np.diag(np.exp(x0)))
+
+
+# --------------------------------------------------------------------------------------------
+# Lock lifetimes
+# --------------------------------------------------------------------------------------------
+def test_parameter_update_after_backward() -> None:
+    w = mg.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    x = np.array([[1.0, -1.0]])
+    lr = 0.1
+    for _ in range(3):
+        loss = ((x @ w).tanh() ** 2).sum()
+        with pytest.raises(ValueError):
+            w.data -= lr  # the tape still needs w
+        loss.backward()
+        w.data -= lr * w.grad  # type: ignore[operator]
+        w.grad = None
+    assert w.data.flags.writeable
+
+
+def test_dropping_a_graph_without_backward_releases_its_locks() -> None:
+    w = mg.tensor(np.ones(3), requires_grad=True)
+    loss = (w.exp() * w).sum()
+    assert not w.data.flags.writeable
+    del loss
+    assert w.data.flags.writeable
+    w.data[0] = 5.0
+    # an exception in the middle of a forward also leaves nothing locked behind
+    with pytest.raises(ValueError):
+        _ = (w * w) + mg.ones(4)
+    assert w.data.flags.writeable
+
+
+def test_retain_graph_keeps_the_lock_until_the_graph_is_gone() -> None:
+    w = mg.tensor(np.ones(3), requires_grad=True)
+    loss = (w * w).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(ValueError):
+        w.data[0] = 5.0
+    loss.backward()  # frees
+    w.data[0] = 5.0
+    loss2 = (w * w).sum()
+    loss2.backward(retain_graph=True)
+    assert not w.data.flags.writeable
+    del loss2
+    assert w.data.flags.writeable
+
+
+def test_two_graphs_sharing_a_parameter() -> None:
+    w = mg.tensor(np.ones(3), requires_grad=True)
+    a = (w * w).sum()
+    b = (w * w.exp()).sum()
+    a.backward()
+    assert not w.data.flags.writeable  # b's graph still needs w
+    b.backward()
+    assert w.data.flags.writeable
+    assert id(w.data) not in tape_module._locks
+
+
+def test_a_user_read_only_array_stays_read_only() -> None:
+    arr = np.ones(3)
+    arr.setflags(write=False)
+    w = mg.Tensor(arr, requires_grad=True)
+    (w * w).sum().backward()
+    assert not arr.flags.writeable  # minigrad never unlocks what it did not lock
+
+
+# --------------------------------------------------------------------------------------------
+# Leaf grads never alias each other, the upstream, or anything the tape holds
+# --------------------------------------------------------------------------------------------
+ALIAS_CASES: list[tuple[str, Callable[[mg.Tensor, mg.Tensor], mg.Tensor]]] = [
+    ("a + b", lambda a, b: a + b),
+    ("a - b", lambda a, b: a - b),
+    ("a + b broadcast", lambda a, b: a + b[0]),
+    ("sum(a + b)", lambda a, b: (a + b).sum()),
+    ("stack", lambda a, b: mg.stack([a, b])),
+    ("concatenate", lambda a, b: mg.concatenate([a, b])),
+    ("where", lambda a, b: mg.where(np.array([True, False]), a, b)),
+    ("a + a + b", lambda a, b: a + a + b),
+    ("reshape", lambda a, b: a.reshape(2, 1) + b.reshape(2, 1)),
+    ("identity leaf", lambda a, b: a),
+]
+
+
+@pytest.mark.parametrize("name,fn", ALIAS_CASES, ids=[n for n, _ in ALIAS_CASES])
+def test_leaf_grads_never_alias(name: str, fn: Any) -> None:
+    a = mg.tensor([1.0, 2.0], requires_grad=True)
+    b = mg.tensor([3.0, 4.0], requires_grad=True)
+    y = fn(a, b)
+    up = np.ones(y.shape)
+    y.backward(up)
+    grads = [g for g in (a.grad, b.grad) if g is not None]
+    snapshot = [g.copy() for g in grads]
+    for g in grads:
+        assert g.flags.writeable and g.base is None
+        assert not np.shares_memory(g, up)
+    grads[0] *= 7.0  # what an optimizer or clip_grad_norm_ does
+    if len(grads) == 2:
+        assert not np.shares_memory(grads[0], grads[1])
+        np.testing.assert_array_equal(grads[1], snapshot[1])
+    up[...] = -1.0
+    np.testing.assert_array_equal(grads[0], snapshot[0] * 7.0)
+
+
+def test_transform_results_never_alias() -> None:
+    gx, gy = mg.grad(lambda a, b: a + b, argnums=(0, 1))(1.0, 2.0)  # type: ignore[misc]
+    gx.data += 1.0
+    assert gy.item() == 1.0
+    x, y = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    u = np.array([1.0, 1.0])
+    out, vjp_fn = mg.vjp(lambda a, b: a + b, x, y)
+    g1, g2 = vjp_fn(u)
+    assert not np.shares_memory(g1.data, g2.data) and not np.shares_memory(g1.data, u)
+    _, (p, q) = mg.value_and_grad(lambda a, b: (a - b).sum(), argnums=(0, 1))(x, y)
+    assert not np.shares_memory(p.data, q.data)
+
+
+# --------------------------------------------------------------------------------------------
+# Deep graphs
+# --------------------------------------------------------------------------------------------
+N_DEEP = 100_000
+
+
+def test_backward_through_a_100k_op_chain() -> None:
+    x = mg.tensor(0.5, requires_grad=True)
+    c = 1.000001
+    y = x
+    for _ in range(N_DEEP):
+        y = y * c
+    y.backward()
+    # every VJP ran exactly once: the gradient is c**N (a revisit would double a term)
+    assert x.grad == pytest.approx(c ** N_DEEP, rel=1e-9)
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+
+
+def test_dropping_a_100k_op_graph_without_backward() -> None:
+    x = mg.tensor(np.ones(2), requires_grad=True)
+    y = x
+    for _ in range(N_DEEP):
+        y = y.tanh()
+    ref = weakref.ref(y)
+    del y
+    gc.collect()
+    assert ref() is None
+    assert x.data.flags.writeable  # every lock released
+    assert id(x.data) not in tape_module._locks
+
+
+# --------------------------------------------------------------------------------------------
+# Each node's VJP runs once
+# --------------------------------------------------------------------------------------------
+class Counted(mg.Function):
+    """y = 2x, counting its backward calls."""
+
+    calls = 0
+
+    @staticmethod
+    def forward(ctx: Any, x: np.ndarray) -> np.ndarray:
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx: Any, g: np.ndarray) -> np.ndarray:
+        Counted.calls += 1
+        return 2 * g
+
+
+def test_each_vjp_runs_once_in_a_diamond() -> None:
+    Counted.calls = 0
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    a = Counted.apply(x)
+    b, c = a * 3.0, a.exp()   # two branches from a
+    d = Counted.apply(b + c)  # join
+    e = d + d + a             # reuse again
+    e.sum().backward()
+    assert Counted.calls == 2  # one per Counted node, however many paths lead to it
+    np.testing.assert_allclose(x.grad, 2 * (2 * 2 * (3.0 + np.exp(2 * x.data))) + 2)
+
+
+def test_each_vjp_runs_once_in_a_wide_reused_graph() -> None:
+    Counted.calls = 0
+    x = mg.tensor(1.0, requires_grad=True)
+    a = Counted.apply(x)
+    total = a
+    for _ in range(50):
+        total = total + a * a  # a feeds 100 more uses
+    total.backward()
+    assert Counted.calls == 1
+    assert x.grad == pytest.approx(2 * (1 + 50 * 2 * 2.0))
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: a long training loop stays flat; intermediates are freed after backward
+# --------------------------------------------------------------------------------------------
+def test_10k_training_steps_run_in_flat_memory() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3))
+    y = np.sin(x.sum(axis=1, keepdims=True))
+    params = [mg.tensor(rng.normal(size=(3, 8)) * 0.5, requires_grad=True),
+              mg.tensor(np.zeros(8), requires_grad=True),
+              mg.tensor(rng.normal(size=(8, 1)) * 0.5, requires_grad=True),
+              mg.tensor(np.zeros(1), requires_grad=True)]
+    w1, b1, w2, b2 = params
+    lr = 0.05
+    losses = []
+    try:
+        for step in range(1, 10_001):
+            h = (x @ w1 + b1).tanh()
+            loss = ((h @ w2 + b2 - y) ** 2).mean()
+            for p in params:
+                p.grad = None
+            loss.backward()
+            for p in params:
+                p.data -= lr * p.grad  # type: ignore[operator]
+            if step in (1_000, 10_000):
+                losses.append(loss.item())
+                gc.collect()
+                if step == 1_000:  # trace only what is allocated from here on (and kept)
+                    tracemalloc.start()
+                    base = tracemalloc.get_traced_memory()[0]
+                else:
+                    growth = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert growth < 64 * 1024, f"memory grew by {growth} bytes over 9,000 steps"
+    assert losses[1] < losses[0]  # it did train
+    assert all(id(p.data) not in tape_module._locks for p in params)
+
+
+def test_intermediates_are_freed_after_backward_without_the_gc() -> None:
+    gc.disable()  # reference counting alone must free them: the tape builds no cycles
+    try:
+        w = mg.tensor(np.ones((3, 3)), requires_grad=True)
+        x = np.arange(3.0)
+        h1 = x @ w
+        h2 = h1.tanh()
+        h3 = h2 * h1
+        loss = h3.sum()
+        refs = [weakref.ref(t) for t in (h1, h2, h3)]
+        saved = weakref.ref(h2.data)  # tanh's output, saved for its VJP
+        del h1, h2, h3
+        assert all(r() is not None for r in refs)  # the graph keeps them until backward
+        loss.backward()
+        assert all(r() is None for r in refs), "intermediate Tensors outlived backward"
+        assert saved() is None, "a saved array outlived backward"
+        assert loss._node is not None and loss._node.freed
+    finally:
+        gc.enable()
