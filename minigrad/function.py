@@ -28,12 +28,15 @@ class FunctionCtx:
         self.saved = arrays
 
 
-def _refuse(g: Any, y: Any, src: Any, value: Any, name: str) -> Any:
+def _refuse(g: Any, y: Any, *args: Any, value: Any, name: str) -> Any:
     raise RuntimeError(f"{name} is a custom mg.Function and is first-order only: its backward "
                        f"cannot be differentiated again (grad of grad, hessian, jvp)")
 
 
-_first_order_only = Primitive("first_order_only", lambda src, value, name: value, (_refuse,),
+# Its inputs are the upstream and the Function's own inputs: the backward's result depends on
+# both, so differentiating it along either path must reach this node and raise, never give 0.
+_first_order_only = Primitive("first_order_only", lambda *args, value, name: value,
+                              vjp_all=_refuse,
                               math="a custom Function's backward result (not differentiable)")
 
 
@@ -54,22 +57,24 @@ class Function:
         prim = cls.__dict__.get("_primitive")
         if prim is None:
             prim = Primitive(cls.__name__, lambda *xs, ctx: cls.forward(ctx, *xs),
-                             vjp_all=lambda g, y, *xs, ctx: cls._vjp(ctx, g, len(xs)),
+                             vjp_all=lambda g, y, *xs, ctx: cls._vjp(ctx, g, xs),
                              reads="xy", math=(cls.__doc__ or "custom Function").strip())
             cls._primitive = prim  # type: ignore[attr-defined]
         return apply(prim, *tensors, ctx=FunctionCtx())
 
     @classmethod
-    def _vjp(cls, ctx: FunctionCtx, g: Any, n_inputs: int) -> tuple[Any, ...]:
-        recorded = isinstance(g, Tensor)
-        grads = cls.backward(ctx, g._data if recorded else g)
+    def _vjp(cls, ctx: FunctionCtx, g: Any, xs: tuple[Any, ...]) -> tuple[Any, ...]:
+        # On the tape (a transform asked for higher order), g and the inputs are Tensors.
+        recorded = isinstance(g, Tensor) or any(isinstance(x, Tensor) for x in xs)
+        grads = cls.backward(ctx, g._data if isinstance(g, Tensor) else g)
         if not isinstance(grads, tuple):
             grads = (grads,)
-        if len(grads) != n_inputs:
+        if len(grads) != len(xs):
             raise RuntimeError(f"{cls.__name__}.backward returned {len(grads)} gradients for "
-                               f"{n_inputs} inputs; return one per input (None for none)")
+                               f"{len(xs)} inputs; return one per input (None for none)")
         grads = tuple(None if gi is None else np.asarray(gi) for gi in grads)
         if recorded:
             return tuple(None if gi is None else
-                         apply(_first_order_only, g, value=gi, name=cls.__name__) for gi in grads)
+                         apply(_first_order_only, g, *xs, value=gi, name=cls.__name__)
+                         for gi in grads)
         return grads

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from minigrad import ops
-from minigrad.tensor import ArrayLike, Tensor, apply, constant
+from minigrad.tensor import ArrayLike, Tensor, apply, constant, value_of
 
 Axis = int | Sequence[int] | None
 
@@ -23,8 +23,8 @@ def _value(x: Any) -> Any:
     return x._data if isinstance(x, Tensor) else x
 
 
-def _shape(x: Any) -> tuple[int, ...]:
-    return np.shape(_value(x))
+def _shape(x: Any, name: str) -> tuple[int, ...]:
+    return np.shape(value_of(x, name))  # TypeError for anything that is not an operand
 
 
 def _axes(axis: Axis, ndim: int, name: str) -> tuple[int, ...]:
@@ -160,12 +160,13 @@ def astype(x: ArrayLike, dtype: Any) -> Tensor:
 # --- reductions ---------------------------------------------------------------------------------
 def sum(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Sum over axis (all axes by default)."""
-    return apply(ops.sum, x, axis=_axes(axis, len(_shape(x)), "sum"), keepdims=bool(keepdims))
+    axes = _axes(axis, len(_shape(x, "sum")), "sum")
+    return apply(ops.sum, x, axis=axes, keepdims=bool(keepdims))
 
 
 def mean(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over axis: the sum divided by the count."""
-    shape = _shape(x)
+    shape = _shape(x, "mean")
     axes = _axes(axis, len(shape), "mean")
     count = int(np.prod([shape[a] for a in axes]))
     return apply(ops.divide, apply(ops.sum, x, axis=axes, keepdims=bool(keepdims)), count)
@@ -173,35 +174,37 @@ def mean(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
 
 def max(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Maximum over axis, values only; tied maxima share the gradient evenly."""
-    return apply(ops.amax, x, axis=_axes(axis, len(_shape(x)), "max"), keepdims=bool(keepdims))
+    axes = _axes(axis, len(_shape(x, "max")), "max")
+    return apply(ops.amax, x, axis=axes, keepdims=bool(keepdims))
 
 
 def min(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Minimum over axis, values only; tied minima share the gradient evenly."""
-    return apply(ops.amin, x, axis=_axes(axis, len(_shape(x)), "min"), keepdims=bool(keepdims))
+    axes = _axes(axis, len(_shape(x, "min")), "min")
+    return apply(ops.amin, x, axis=axes, keepdims=bool(keepdims))
 
 
 def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
     """Softmax along axis, stable at any logit size."""
-    return apply(ops.softmax, _floating(x), axis=_one_axis(axis, len(_shape(x)), "softmax"))
+    return apply(ops.softmax, _floating(x), axis=_axes(axis, len(_shape(x, "softmax")), "softmax"))
 
 
 def log_softmax(x: ArrayLike, axis: int = -1) -> Tensor:
     """log(softmax(x)) along axis, computed without forming softmax (finite at ±1e4)."""
     return apply(ops.log_softmax, _floating(x),
-                 axis=_one_axis(axis, len(_shape(x)), "log_softmax"))
+                 axis=_axes(axis, len(_shape(x, "log_softmax")), "log_softmax"))
 
 
 def logsumexp(x: ArrayLike, axis: Axis = -1, keepdims: bool = False) -> Tensor:
     """log Σ exp(x) over axis, stable at any logit size."""
-    return apply(ops.logsumexp, _floating(x), axis=_axes(axis, len(_shape(x)), "logsumexp"),
-                 keepdims=bool(keepdims))
+    axes = _axes(axis, len(_shape(x, "logsumexp")), "logsumexp")
+    return apply(ops.logsumexp, _floating(x), axis=axes, keepdims=bool(keepdims))
 
 
 # --- linear algebra -----------------------------------------------------------------------------
 def matmul(a: ArrayLike, b: ArrayLike) -> Tensor:
     """Matrix product with NumPy's rules: 1-D, 2-D and batched (broadcast) operands."""
-    sa, sb = _shape(a), _shape(b)
+    sa, sb = _shape(a, "matmul"), _shape(b, "matmul")
     if len(sa) == 0 or len(sb) == 0:
         raise ValueError(f"matmul: operands must be at least 1-D, got shapes {sa} and {sb}; "
                          f"use * for scalars")
@@ -223,20 +226,20 @@ def reshape(x: ArrayLike, shape: int | Sequence[int]) -> Tensor:
 
 def transpose(x: ArrayLike, axes: Sequence[int] | None = None) -> Tensor:
     """Permute axes (reverse them by default), as np.transpose."""
-    nd = len(_shape(x))
+    nd = len(_shape(x, "transpose"))
     if axes is None:
         perm = tuple(range(nd))[::-1]
     else:
         perm = tuple(int(a) % nd if nd else int(a) for a in axes)
         if sorted(perm) != list(range(nd)):
             raise ValueError(f"transpose: axes {tuple(axes)} are not a permutation of the "
-                             f"{nd} axes of shape {_shape(x)}")
+                             f"{nd} axes of shape {_shape(x, 'transpose')}")
     return apply(ops.transpose, x, axes=perm)
 
 
 def swapaxes(x: ArrayLike, axis1: int, axis2: int) -> Tensor:
     """Exchange two axes."""
-    nd = len(_shape(x))
+    nd = len(_shape(x, "swapaxes"))
     perm = list(range(nd))
     i, j = _one_axis(axis1, nd, "swapaxes"), _one_axis(axis2, nd, "swapaxes")
     perm[i], perm[j] = perm[j], perm[i]
@@ -251,13 +254,14 @@ def broadcast_to(x: ArrayLike, shape: int | Sequence[int]) -> Tensor:
 
 def expand_dims(x: ArrayLike, axis: int | Sequence[int]) -> Tensor:
     """Insert size-1 axes (a reshape)."""
-    shape = np.expand_dims(np.empty(_shape(x), dtype=bool), axis).shape
+    shape = np.expand_dims(np.empty(_shape(x, "expand_dims"), dtype=bool), axis).shape
     return apply(ops.reshape, x, shape=shape)
 
 
 def squeeze(x: ArrayLike, axis: int | Sequence[int] | None = None) -> Tensor:
     """Remove size-1 axes (a reshape)."""
-    return apply(ops.reshape, x, shape=np.squeeze(np.empty(_shape(x), dtype=bool), axis).shape)
+    shape = np.squeeze(np.empty(_shape(x, "squeeze"), dtype=bool), axis).shape
+    return apply(ops.reshape, x, shape=shape)
 
 
 def getitem(x: ArrayLike, index: Any) -> Tensor:
@@ -269,7 +273,8 @@ def getitem(x: ArrayLike, index: Any) -> Tensor:
     try:
         return apply(ops.getitem, x, index=idx, basic=basic)
     except IndexError as e:
-        raise IndexError(f"getitem: {e} (indexing a Tensor of shape {_shape(x)})") from None
+        raise IndexError(f"getitem: {e} (indexing a Tensor of shape "
+                         f"{_shape(x, 'getitem')})") from None
 
 
 def _unwrap_index(index: Any) -> Any:
@@ -280,7 +285,8 @@ def _unwrap_index(index: Any) -> Any:
             raise IndexError(f"getitem: index Tensors must be integer or bool, got {index.dtype}")
         return index._data
     if isinstance(index, (list, range)):
-        return np.asarray(index)
+        arr = np.asarray(index)
+        return arr.astype(np.intp) if arr.size == 0 else arr  # [] indexes nothing, as NumPy
     return index
 
 
@@ -289,7 +295,8 @@ def concatenate(seq: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     seq = list(seq)
     if not seq:
         raise ValueError("concatenate: need at least one array")
-    return apply(ops.concatenate, *seq, axis=_one_axis(axis, len(_shape(seq[0])), "concatenate"))
+    nd = len(_shape(seq[0], "concatenate"))
+    return apply(ops.concatenate, *seq, axis=_one_axis(axis, nd, "concatenate"))
 
 
 def stack(seq: Sequence[ArrayLike], axis: int = 0) -> Tensor:
@@ -297,7 +304,7 @@ def stack(seq: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     seq = list(seq)
     if not seq:
         raise ValueError("stack: need at least one array")
-    return apply(ops.stack, *seq, axis=_one_axis(axis, len(_shape(seq[0])) + 1, "stack"))
+    return apply(ops.stack, *seq, axis=_one_axis(axis, len(_shape(seq[0], "stack")) + 1, "stack"))
 
 
 # --- not differentiable: comparisons, logic, argmax ---------------------------------------------

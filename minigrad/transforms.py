@@ -1,12 +1,14 @@
 """Functional transforms with JAX's names, built on the tape's reverse sweep.
 
 Each transform traces `f` on fresh leaves and runs `run_backward` asking for the gradients of
-those leaves only (nobody's `.grad` changes). Inside a transform (or when an input is already on
-someone's tape) the sweep runs with `create_graph`: the VJPs are recorded, so the result can be
-differentiated again. That is all nesting needs: `grad(grad(f))`, `hessian = jacobian(grad(f))`,
-`hvp` as reverse-over-reverse, and `jvp` by transposing a VJP (the VJP is linear in its upstream
-`u`, so differentiating ⟨vjp(u), t⟩ with respect to u gives J·t). No Jacobian is built, except by
-`jacobian`/`hessian` themselves, one VJP per output element.
+those leaves only (nobody's `.grad` changes). Inside a transform, when an input is already on
+someone's tape, or when `f` closes over a Tensor that requires grad (a parameter), the sweep
+runs with `create_graph`: the VJPs are recorded, so the result can be differentiated again (a
+gradient penalty reaches the parameters; under `mg.no_grad()` nothing is recorded). That is all
+nesting needs: `grad(grad(f))`, `hessian = jacobian(grad(f))`, `hvp` as reverse-over-reverse,
+and `jvp` by transposing a VJP (the VJP is linear in its upstream `u`, so differentiating
+⟨vjp(u), t⟩ with respect to u gives J·t). No Jacobian is built, except by `jacobian`/`hessian`
+themselves, one VJP per output element.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from minigrad.tensor import STATE, ArrayLike, ShapeMismatchError, Tensor, no_grad, run_backward
+from minigrad.tensor import (
+    STATE,
+    ArrayLike,
+    ShapeMismatchError,
+    Tensor,
+    _toposort,
+    no_grad,
+    run_backward,
+)
 
 
 class GradcheckError(RuntimeError):
@@ -50,6 +60,15 @@ def _wants_graph(originals: Sequence[Any]) -> bool:
         isinstance(a, Tensor) and a.requires_grad for a in originals))
 
 
+def _closes_over_tape(out: Tensor, xs: Sequence[Tensor]) -> bool:
+    """Does out depend on a Tensor that requires grad other than through xs (a parameter that f
+    closed over)? Then its derivatives must be recorded too, or that dependence is lost."""
+    if not (STATE.grad_enabled and out.requires_grad):
+        return False
+    stop = {id(x) for x in xs}
+    return any(t._node is None and id(t) not in stop for t in _toposort(out, stop))
+
+
 def _as_output(out: Any, name: str) -> Tensor:
     if isinstance(out, Tensor):
         return out
@@ -60,29 +79,31 @@ def _as_output(out: Any, name: str) -> Tensor:
             from None
 
 
-def _result(g: Any, like: Tensor, create: bool) -> Tensor:
-    """Package one gradient: zeros where unreachable; a fresh ndarray in the fast path."""
-    if g is None:
-        return Tensor._make(np.zeros_like(like._data), None)
-    if create:
-        return g  # type: ignore[no-any-return]
-    g = np.asarray(g)
-    if g.base is not None or not g.flags.writeable:
-        g = g.copy()
-    return Tensor._make(g, None)
-
-
 def _sweep(out: Tensor, upstream: Any, xs: Sequence[Tensor], create: bool,
            retain: bool) -> list[Tensor]:
+    """The gradients of out (times upstream) for each of xs: zeros where unreachable; on the
+    tape when `create`, else fresh ndarrays that share memory with nothing (not the upstream,
+    not each other)."""
     if not out.requires_grad:
-        return [_result(None, x, create) for x in xs]
+        return [Tensor._make(np.zeros_like(x._data), None) for x in xs]
     if create and not isinstance(upstream, Tensor):
         upstream = Tensor._make(upstream, None)
     with _tracing() if create else no_grad():
         gs = run_backward(out, upstream, retain_graph=retain or create, inputs=xs,
                           create_graph=create)
     assert gs is not None
-    return [_result(g, x, create) for g, x in zip(gs, xs)]
+    results = []
+    handed = {id(upstream)}
+    for g, x in zip(gs, xs):
+        if g is None:
+            g = np.zeros_like(x._data)
+        elif not create:
+            g = np.asarray(g)
+            if g.base is not None or not g.flags.writeable or id(g) in handed:
+                g = g.copy()
+        handed.add(id(g))
+        results.append(g if isinstance(g, Tensor) else Tensor._make(g, None))
+    return results
 
 
 def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0
@@ -92,7 +113,7 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0
     f must return one element. The gradient is a Tensor (a tuple for a tuple of argnums).
     """
     single = isinstance(argnums, int)
-    nums = (argnums,) if single else tuple(argnums)  # type: ignore[arg-type]
+    nums: tuple[int, ...] = (argnums,) if isinstance(argnums, int) else tuple(argnums)
 
     def value_and_grad_f(*args: Any, **kwargs: Any) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
         args_l = list(args)
@@ -107,6 +128,7 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0
             xs.append(args_l[i])
         with _tracing():
             out = _as_output(f(*args_l, **kwargs), "grad")
+        create = create or _closes_over_tape(out, xs)
         if out.size != 1:
             raise ShapeMismatchError(f"grad: f must return one element, got shape {out.shape}; "
                                      f"use mg.vjp or mg.jacobian for other outputs")
@@ -140,6 +162,7 @@ def vjp(f: Callable[..., Any], *args: ArrayLike
     xs = [_as_input(a) for a in args]
     with _tracing():
         out = _as_output(f(*xs), "vjp")
+    create = create or _closes_over_tape(out, xs)
 
     def vjp_fn(upstream: ArrayLike) -> tuple[Tensor, ...]:
         u = upstream if isinstance(upstream, Tensor) and create else \
@@ -171,6 +194,8 @@ def jvp(f: Callable[..., Any], primals: Sequence[ArrayLike], tangents: Sequence[
         ts.append(tv)
     with _tracing():
         out = _as_output(f(*xs), "jvp")
+    nested = nested or _closes_over_tape(out, xs)
+    with _tracing():
         if not out.requires_grad:
             return out, Tensor._make(np.zeros_like(out._data), None)
         u = Tensor(np.zeros_like(out._data), requires_grad=True)  # the VJP is linear in u
@@ -259,5 +284,6 @@ def gradcheck(f: Callable[..., Any], inputs: ArrayLike | Sequence[ArrayLike], ep
                 if not abs(a - n) <= atol + rtol * abs(n):
                     where = f"output index {i}, " if out_shape else ""
                     raise GradcheckError(f"gradcheck: input {k} at index {j} ({where}shape "
-                                         f"{base.shape}): analytic {a!r} vs numerical {n!r}")
+                                         f"{base.shape}): analytic {float(a)!r} vs numerical "
+                                         f"{float(n)!r}")
     return True
