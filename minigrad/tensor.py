@@ -60,8 +60,8 @@ _leaf_views: dict[int, list[weakref.ref[np.ndarray]]] = {}
 
 
 def _lock(arrays: Iterator[Any]) -> tuple[np.ndarray, ...]:
-    """Make each array, its leaf-held sibling views and its memory owner read-only; return what
-    was locked, owners last."""
+    """Make each array, the leaf-held views overlapping it and its memory owner read-only;
+    return what was locked, owners last."""
     locked: list[np.ndarray] = []
     for a in arrays:
         if not isinstance(a, np.ndarray):
@@ -70,7 +70,8 @@ def _lock(arrays: Iterator[Any]) -> tuple[np.ndarray, ...]:
         group = [] if a is owner else [a]
         siblings = _leaf_views.get(id(owner))
         if siblings:
-            group += [v for r in siblings if (v := r()) is not None and v is not a]
+            group += [v for r in siblings if (v := r()) is not None and v is not a
+                      and np.may_share_memory(v, a)]
         group.append(owner)
         for arr in group:
             entry = _locks.get(id(arr))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -540,6 +540,52 @@ def test_numpy_functions_on_tensors_are_recorded(shape: tuple[int, ...], seed: i
     check(lambda t: np.sum(np.log(np.exp(t) * t) + np.maximum(t, 1.25), axis=0),
           [x], "exp", "log", "maximum", "sum")
     check(lambda t: np.where(np.asarray(x) > 1.0, t * t, -t), [x], "where")
+
+
+# --------------------------------------------------------------------------------------------
+# Random programs: DAGs with reuse, diamonds and broadcasting, gradchecked end to end
+# --------------------------------------------------------------------------------------------
+UNARY_STEPS: list[Callable[[mg.Tensor], mg.Tensor]] = [
+    lambda t: t.tanh(), lambda t: t.sigmoid(), lambda t: t * 0.7 + 0.1,
+    lambda t: t.softmax(-1), lambda t: t.log_softmax(0) * 0.3, lambda t: t[::-1],
+    lambda t: t.reshape(3, 2).T.T.reshape(2, 3), lambda t: t - t.mean(axis=-1, keepdims=True),
+    lambda t: t.logsumexp(0, keepdims=True) + t, lambda t: (t * t + 1.0).sqrt(),
+    lambda t: mg.concatenate([t[:, :1], t[:, 1:]], axis=1),
+    lambda t: mg.stack([t, t * 2.0]).sum(axis=0), lambda t: t[np.array([1, 0, 1])][1:],
+    lambda t: t @ np.ones((3, 3)) * 0.3,
+]
+BINARY_STEPS: list[Callable[[mg.Tensor, mg.Tensor], mg.Tensor]] = [
+    lambda a, b: a + b, lambda a, b: a - b * 0.5, lambda a, b: a * b,
+    lambda a, b: a / (1.0 + b * b), lambda a, b: a[0] * b, lambda a, b: (a @ b.T) @ b * 0.2,
+    lambda a, b: mg.where(np.array([True, False, True]), a, b),
+]
+
+
+@st.composite
+def programs(draw: st.DrawFn) -> list[tuple[bool, int, int, int]]:
+    steps = []
+    for n in range(draw(st.integers(1, 8))):
+        binary = draw(st.booleans())
+        op = draw(st.integers(0, (len(BINARY_STEPS) if binary else len(UNARY_STEPS)) - 1))
+        # operands: any earlier value (2 leaves + n results), so values get reused
+        steps.append((binary, op, draw(st.integers(0, n + 1)), draw(st.integers(0, n + 1))))
+    return steps
+
+
+@settings(max_examples=150)
+@given(prog=programs(), seed=SEEDS)
+def test_random_programs(prog: list[tuple[bool, int, int, int]], seed: int) -> None:
+    rng = rng_of(seed)
+    a0, b0 = uniform(rng, (2, 3)), uniform(rng, (2, 3))
+    w = uniform(rng, (2, 3))
+
+    def f(a: mg.Tensor, b: mg.Tensor) -> mg.Tensor:
+        vals = [a, b]
+        for binary, op, i, j in prog:
+            vals.append(BINARY_STEPS[op](vals[i], vals[j]) if binary else UNARY_STEPS[op](vals[i]))
+        return (vals[-1] * w).sum() + vals[len(vals) // 2].sum()
+
+    check(f, [a0, b0])
 
 
 # --------------------------------------------------------------------------------------------

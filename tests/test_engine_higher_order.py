@@ -401,3 +401,88 @@ def test_custom_function_raises_when_differentiated_twice(how: str) -> None:
     # scalar input: the nested gradient of a custom op must not be a silent zero either
     with pytest.raises(RuntimeError, match="first-order"):
         mg.grad(mg.grad(lambda t: Square.apply(t)))(3.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Second order through every primitive: each VJP, run on Tensors, is itself gradchecked
+# --------------------------------------------------------------------------------------------
+def _u(seed: int, shape: tuple[int, ...], lo: float = -2.0, hi: float = 2.0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(lo, hi, size=shape)
+
+
+def _grid(seed: int, shape: tuple[int, ...], offset: float) -> np.ndarray:
+    """Multiples of 0.5 plus offset: off every kink and tie by at least 0.25."""
+    return np.random.default_rng(seed).integers(-4, 5, size=shape) * 0.5 + offset
+
+
+NO_TIES = np.array([[0.3, 1.2, -0.6], [0.9, 0.0, 1.5]])
+# (primitive, f, inputs): f is chosen so that its second derivative is not identically zero
+SECOND_ORDER: list[tuple[str, Callable[..., Any], list[np.ndarray]]] = [
+    ("add", lambda a, b: (a + b) ** 2, [_u(0, (2, 3)), _u(1, (3,))]),
+    ("subtract", lambda a, b: (a - b) ** 2, [_u(2, (2, 3)), _u(3, (1, 3))]),
+    ("multiply", lambda a, b: a * b * a, [_u(4, (2, 3)), _u(5, (3,))]),
+    ("divide", lambda a, b: a / b, [_u(6, (2, 3)), _u(7, (3,), 0.5, 2.0)]),
+    ("power", lambda a, b: a ** b, [_u(8, (2, 3), 0.5, 2.0), _u(9, (3,))]),
+    ("power", lambda a: a ** 3 + 2.0 ** a, [_u(10, (2, 3))]),
+    ("negative", lambda a: -(a * a), [_u(11, (3,))]),
+    ("exp", lambda a: a.exp(), [_u(12, (3,))]),
+    ("log", lambda a: a.log(), [_u(13, (3,), 0.5, 2.0)]),
+    ("sqrt", lambda a: a.sqrt(), [_u(14, (3,), 0.5, 2.0)]),
+    ("tanh", lambda a: a.tanh(), [_u(15, (3,))]),
+    ("sigmoid", lambda a: a.sigmoid(), [_u(16, (3,))]),
+    ("relu", lambda a: a.relu() * a, [_grid(17, (4,), 0.25)]),
+    ("absolute", lambda a: a.abs() * a, [_grid(18, (4,), 0.25)]),
+    ("astype", lambda a: a.astype(np.float64) * a, [_u(19, (3,))]),
+    ("maximum", lambda a, b: mg.maximum(a, b) * a, [_grid(20, (2, 3), 0.0), _grid(21, (3,), 0.25)]),
+    ("minimum", lambda a, b: mg.minimum(a, b) * b, [_grid(22, (2, 3), 0.0), _grid(23, (3,), 0.25)]),
+    ("where", lambda a, b: mg.where(np.array([True, False, True]), a * a, b * a),
+     [_u(24, (2, 3)), _u(25, (3,))]),
+    ("clip", lambda a: a.clip(-1.0, 1.0) * a, [_grid(26, (5,), 0.25)]),
+    ("sum", lambda a: a.sum(axis=0) * a.sum(axis=(0, 1), keepdims=True), [_u(27, (2, 3))]),
+    ("amax", lambda a: a.max(axis=1, keepdims=True) * a, [NO_TIES]),
+    ("amin", lambda a: a.min(axis=0) * a, [NO_TIES]),
+    ("softmax", lambda a: a.softmax(0), [_u(28, (2, 3))]),
+    ("log_softmax", lambda a: a.log_softmax(-1), [_u(29, (2, 3))]),
+    ("logsumexp", lambda a: a.logsumexp((0, 1), keepdims=True) * a, [_u(30, (2, 3))]),
+    ("matmul", lambda a, b: (a @ b) ** 2, [_u(31, (2, 3)), _u(32, (3, 2))]),
+    ("matmul", lambda a, b: (a @ b) ** 2, [_u(33, (3,)), _u(34, (3, 2))]),
+    ("matmul", lambda a, b: (a @ b) ** 2, [_u(35, (2, 3)), _u(36, (3,))]),
+    ("matmul", lambda a, b: (a @ b) ** 2, [_u(37, (3,)), _u(38, (3,))]),
+    ("matmul", lambda a, b: (a @ b) ** 2, [_u(39, (2, 1, 2, 3)), _u(40, (3, 3, 2))]),
+    ("matmul", lambda a, b: (a @ b) ** 2, [_u(41, (3,)), _u(42, (2, 3, 2))]),
+    ("matmul", lambda a, b: (a @ b) ** 2, [_u(43, (2, 2, 3)), _u(44, (3,))]),
+    ("reshape", lambda a: a.reshape(3, 2) ** 2, [_u(45, (2, 3))]),
+    ("transpose", lambda a: a.transpose(1, 0, 2) ** 2, [_u(46, (2, 3, 2))]),
+    ("broadcast_to", lambda a: mg.broadcast_to(a, (2, 2, 3)) ** 2, [_u(47, (1, 3))]),
+    ("getitem", lambda a: a[::-1, 1:] ** 2, [_u(48, (3, 3))]),
+    ("getitem", lambda a: a[np.array([0, 0, 2])] ** 2, [_u(49, (3, 2))]),
+    ("getitem", lambda a: a[np.array([[True, False], [True, True], [False, True]])] ** 2,
+     [_u(50, (3, 2))]),
+    ("concatenate", lambda a, b: mg.concatenate([a * a, b], axis=1) ** 2,
+     [_u(51, (2, 2)), _u(52, (2, 1))]),
+    ("stack", lambda a, b: mg.stack([a * b, b], axis=-1) ** 2, [_u(53, (2, 2)), _u(54, (2, 2))]),
+]
+
+
+@pytest.mark.parametrize("prim,f,inputs", SECOND_ORDER,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(SECOND_ORDER)])
+def test_every_vjp_is_itself_differentiable(prim: str, f: Callable[..., Any],
+                                            inputs: list[np.ndarray]) -> None:
+    """gradcheck x ↦ ∇_x Σ w·f(x): the recorded VJPs against differences of the gradient."""
+    n = len(inputs)
+    shape = f(*(mg.tensor(a) for a in inputs)).shape
+    w = np.linspace(0.5, 1.5, int(np.prod(shape))).reshape(shape)  # a non-uniform upstream
+    for k in range(n):
+        def gradient(*xs: mg.Tensor, k: int = k) -> mg.Tensor:
+            g = mg.grad(lambda *ys: (f(*ys) * w).sum(), argnums=tuple(range(n)))(*xs)
+            return g[k]  # type: ignore[index]
+
+        assert mg.gradcheck(gradient, [mg.tensor(a) for a in inputs]) is True
+
+
+def test_second_order_table_covers_every_primitive() -> None:
+    from minigrad import ops
+
+    # scatter_add is getitem's VJP: differentiating a getitem's gradient runs scatter_add's VJP
+    missing = {p.name for p in ops.TABLE} - {c[0] for c in SECOND_ORDER} - {"scatter_add"}
+    assert not missing, f"no second-order test for {sorted(missing)}"

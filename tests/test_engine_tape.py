@@ -456,3 +456,31 @@ def test_intermediates_are_freed_after_backward_without_the_gc() -> None:
         assert loss._node is not None and loss._node.freed
     finally:
         gc.enable()
+
+
+def test_plain_backward_runs_the_vjps_on_ndarrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path: without a transform asking for higher order, backward records nothing and
+    makes no Tensor; a custom Function's backward sees ndarrays."""
+    seen: list[type] = []
+
+    class Spy(mg.Function):
+        @staticmethod
+        def forward(ctx: Any, x: np.ndarray) -> np.ndarray:
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx: Any, g: np.ndarray) -> np.ndarray:
+            seen.append(type(g))
+            return g
+
+    w = mg.tensor(np.ones((3, 2)), requires_grad=True)
+    x = np.arange(6.0).reshape(2, 3)
+    loss = Spy.apply((x @ w).tanh().softmax(-1)[np.array([0, 1, 1])] * 2.0).logsumexp(None)
+    made: list[int] = []
+    original = mg.Tensor._make
+    monkeypatch.setattr(mg.Tensor, "_make",
+                        staticmethod(lambda d, n: made.append(1) or original(d, n)))
+    loss.backward()
+    assert not made, "backward built Tensors: the VJPs were not run on plain arrays"
+    assert seen == [np.ndarray]
+    assert type(w.grad) is np.ndarray
