@@ -198,7 +198,7 @@ class Tensor:
     `Tensor(data)` may share an ndarray's memory when no cast is needed; `mg.tensor` copies.
     """
 
-    __slots__ = ("_data", "grad", "requires_grad", "_node", "__weakref__")
+    __slots__ = ("_data", "grad", "_requires_grad", "_node", "__weakref__")
     __hash__ = object.__hash__  # == is elementwise, so identity keeps Tensors usable as keys
 
     def __init__(self, data: ArrayLike, requires_grad: bool = False, dtype: Any = None,
@@ -212,7 +212,7 @@ class Tensor:
             _note_leaf_view(arr)
         self._data = arr
         self.grad: np.ndarray | None = None
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         self._node: Node | None = None
 
     @staticmethod
@@ -221,9 +221,21 @@ class Tensor:
         t = object.__new__(Tensor)
         t._data = data
         t.grad = None
-        t.requires_grad = node is not None
+        t._requires_grad = node is not None
         t._node = node
         return t
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value and self._data.dtype.kind not in "fc":
+            raise TypeError(f"requires_grad: only floating Tensors can require grad, this one is "
+                            f"{self._data.dtype}; use mg.tensor(data, requires_grad=True) (which "
+                            f"makes it float64) or .astype(np.float64)")
+        self._requires_grad = bool(value)
 
     # -- value ----------------------------------------------------------------------------
     @property
@@ -545,7 +557,7 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
             type(v) is np.ndarray and np.may_share_memory(ans, v) for v in values):
         ans.setflags(write=False)  # a view of an input: writing it would change that input
     if STATE.grad_enabled:
-        inputs = tuple(a if type(a) is Tensor and a.requires_grad else None for a in args)
+        inputs = tuple(a if type(a) is Tensor and a._requires_grad else None for a in args)
         if any(i is not None for i in inputs):
             node = Node(op, inputs, values, ans, params)
             if STATE.anomaly:

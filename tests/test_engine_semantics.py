@@ -178,6 +178,18 @@ def test_ints_lists_and_scalars_with_requires_grad_become_float64(data: Any, mak
     assert t.grad is not None and t.grad.dtype == np.float64
 
 
+def test_setting_requires_grad_later() -> None:
+    t = mg.tensor([1.0, 2.0])
+    t.requires_grad = True
+    (t * 1.5).sum().backward()
+    np.testing.assert_array_equal(t.grad, [1.5, 1.5])
+    i = mg.tensor([1, 2])
+    with pytest.raises(TypeError):
+        i.requires_grad = True  # an integer grad would truncate 1.5 to 1 silently
+    assert not i.requires_grad
+    i.requires_grad = False  # harmless
+
+
 def test_construction_dtypes_and_copies() -> None:
     assert mg.tensor([1, 2]).dtype == np.int64  # no requires_grad: NumPy's own dtype
     assert mg.tensor([1.0, 2.0]).dtype == np.float64
