@@ -1,0 +1,459 @@
+"""Workloads W0–W5 of issue 5, each written four ways that compute the same thing.
+
+- **numpy**: the floor. A hand-written forward and backward, the straightforward code a careful
+  person writes (in place where that is natural, no wasted work, no tricks beyond that).
+- **minigrad**: the public API, as a user writes it (`mg.nn` when it imports, else raw Tensors).
+- **torch**: PyTorch CPU, as a user writes it (`torch.nn`, `torch.log_softmax`, `backward`).
+- **autograd**: HIPS autograd, when it imports.
+
+Each implementation is a factory returning an `Impl`: `step()` runs one forward + backward
+(what is timed) and returns the gradients; `grads()` turns one step's result into ndarrays in
+a common layout, so `--check` can assert that all implementations agree.
+
+Every step starts from the same parameters and data, resets gradients the way a user does
+(`zero_grad`, `x.grad = None`), wraps new inputs when the framework needs that (`mg.Tensor(obs)`,
+`torch.from_numpy(obs)`), and computes the loss value as well as the gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import minigrad as mg
+from benchmarks.harness import autograd_module, torch_module
+
+IMPLS = ("numpy", "minigrad", "torch", "autograd")
+
+
+@dataclass
+class Impl:
+    step: Callable[[], Any]
+    grads: Callable[[Any], list[np.ndarray]]  # step()'s result -> gradients as ndarrays
+
+
+@dataclass
+class Variant:
+    name: str                      # a row of the table: "W3-float32"
+    workload: str                  # "W3"
+    what: str                      # one line for the table
+    factories: dict[str, Callable[[], Impl]]
+    ops: int | None = None         # W0, W5: ops per step, for the per-op column
+    activation_bytes: int | None = None  # W4: one (4096, 1000) array, the unit of peak memory
+    measure_peak: bool = False
+    rtol: float = 1e-7             # --check tolerance (relative to the largest |gradient|)
+    notes: list[str] = field(default_factory=list)
+
+
+def minigrad_nn() -> Any:
+    """`minigrad.nn`, or None until it exists."""
+    try:
+        import minigrad.nn as nn
+    except ImportError:
+        return None
+    return nn
+
+
+def _numpy_grads(result: Any) -> list[np.ndarray]:
+    return [np.asarray(g) for g in result]
+
+
+def _torch_grads(result: Any) -> list[np.ndarray]:
+    return [g.detach().numpy() for g in result]
+
+
+# =============================================================================================
+# W0: per-op overhead, ((x*2+1).tanh()).sum() on a (4,) float64 array
+# =============================================================================================
+def w0(quick: bool) -> list[Variant]:
+    x0 = np.array([0.1, -0.2, 0.3, -0.4])
+
+    def numpy_impl() -> Impl:
+        x = x0.copy()
+
+        def step() -> Any:
+            y = np.tanh(x * 2 + 1)
+            loss = y.sum()
+            gx = 1 - y * y
+            gx *= 2
+            return loss, gx
+        return Impl(step, lambda r: [r[1]])
+
+    def minigrad_impl() -> Impl:
+        x = mg.tensor(x0, requires_grad=True)
+
+        def step() -> Any:
+            x.grad = None
+            loss = ((x * 2 + 1).tanh()).sum()
+            loss.backward()
+            return x.grad
+        return Impl(step, lambda r: [r])
+
+    def torch_impl() -> Impl:
+        torch = torch_module()
+        x = torch.tensor(x0, requires_grad=True)
+
+        def step() -> Any:
+            x.grad = None
+            loss = ((x * 2 + 1).tanh()).sum()
+            loss.backward()
+            return x.grad
+        return Impl(step, lambda r: [r.numpy()])
+
+    def autograd_impl() -> Impl:
+        ag = autograd_module()
+        anp = ag.numpy
+        grad_fn = ag.grad(lambda x: anp.sum(anp.tanh(x * 2 + 1)))
+        x = x0.copy()
+        return Impl(lambda: grad_fn(x), lambda r: [r])
+
+    return [Variant("W0", "W0", "per-op overhead: ((x*2+1).tanh()).sum(), x (4,) float64",
+                    dict(numpy=numpy_impl, minigrad=minigrad_impl, torch=torch_impl,
+                         autograd=autograd_impl), ops=4, rtol=1e-12)]
+
+
+# =============================================================================================
+# W1–W3: Linear-ReLU-Linear-log_softmax with a loss on log-probabilities
+# =============================================================================================
+def _mlp_params(sizes: tuple[int, int, int], dtype: Any, seed: int) -> list[np.ndarray]:
+    """[W1 (h, in), b1, W2 (out, h), b2]: PyTorch's layout and default init."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        bound = 1 / np.sqrt(fan_in)
+        params.append(rng.uniform(-bound, bound, (fan_out, fan_in)).astype(dtype))
+        params.append(rng.uniform(-bound, bound, fan_out).astype(dtype))
+    return params
+
+
+def numpy_mlp_step(x: np.ndarray, params: list[np.ndarray], index: tuple[Any, Any],
+                   coef: Any) -> tuple[Any, list[np.ndarray]]:
+    """Hand-written forward + backward of loss = −Σ coef · log_softmax(MLP(x))[index].
+
+    `index` picks one log-probability per row (rows, targets); `coef` weighs them (the
+    return / N for REINFORCE, 1 / N for cross-entropy). dloss/dlogits = coef · (softmax − onehot).
+    """
+    w1, b1, w2, b2 = params
+    h = x @ w1.T
+    h += b1
+    np.maximum(h, 0, out=h)
+    z = h @ w2.T
+    z += b2
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    s = p.sum(axis=1, keepdims=True)
+    loss = -np.sum(coef * (z[index] - np.log(s[index[0], 0])))
+    p /= s
+    dz = p  # softmax, reused in place as dloss/dlogits
+    dz *= coef[:, None] if np.ndim(coef) else coef
+    dz[index] -= coef
+    gw2 = dz.T @ h
+    gb2 = dz.sum(axis=0)
+    dh = dz @ w2
+    dh *= h > 0
+    gw1 = dh.T @ x
+    gb1 = dh.sum(axis=0)
+    return loss, [gw1, gb1, gw2, gb2]
+
+
+def _mlp_variant(name: str, workload: str, what: str, sizes: tuple[int, int, int], dtype: Any,
+                 x: np.ndarray, targets: np.ndarray, weights: np.ndarray | None,
+                 kind: str) -> Variant:
+    """kind: "reinforce1" (batch 1: −logp[0, a]·G), "reinforce" (−(logp[rows, a]·G).mean()),
+    or "xent" (mean cross-entropy of integer targets)."""
+    params = _mlp_params(sizes, dtype, seed=1)
+    n = x.shape[0]
+    rows = np.arange(n)
+    a0 = int(targets[0])
+    g0 = float(weights[0]) if weights is not None else 1.0
+    notes: list[str] = []
+
+    def numpy_impl() -> Impl:
+        ps = [p.copy() for p in params]
+        if kind == "reinforce1":
+            def step() -> Any:
+                return numpy_mlp_step(x, ps, (0, a0), g0)
+        elif kind == "reinforce":
+            def step() -> Any:
+                return numpy_mlp_step(x, ps, (rows, targets), weights / n)
+        else:
+            def step() -> Any:
+                return numpy_mlp_step(x, ps, (rows, targets), 1 / n)
+        return Impl(step, lambda r: r[1])
+
+    def minigrad_impl() -> Impl:
+        nn = minigrad_nn()
+        if nn is not None:
+            model = nn.Sequential(nn.Linear(sizes[0], sizes[1], dtype=dtype), nn.ReLU(),
+                                  nn.Linear(sizes[1], sizes[2], dtype=dtype))
+            model.load_state_dict({"0.weight": params[0], "0.bias": params[1],
+                                   "2.weight": params[2], "2.bias": params[3]})
+            plist = list(model.parameters())
+            zero_grad = model.zero_grad
+            forward = model
+            layout = lambda gs: list(gs)  # noqa: E731
+            cross_entropy = getattr(getattr(nn, "functional", None), "cross_entropy", None)
+        else:
+            # Until minigrad.nn lands: raw Tensors, weights stored (in, out) so no transpose
+            w1, b1, w2, b2 = (mg.tensor(p.T if p.ndim == 2 else p, requires_grad=True)
+                              for p in params)
+            plist = [w1, b1, w2, b2]
+
+            def zero_grad() -> None:
+                for p in plist:
+                    p.grad = None
+
+            def forward(t: Any) -> Any:
+                return (t @ w1 + b1).relu() @ w2 + b2
+            layout = lambda gs: [gs[0].T, gs[1], gs[2].T, gs[3]]  # noqa: E731
+            cross_entropy = None
+
+        if kind == "reinforce1":
+            def loss_fn(t: Any) -> Any:
+                logp = forward(t).log_softmax(axis=-1)
+                return -(logp[0, a0] * g0)
+        elif kind == "reinforce":
+            def loss_fn(t: Any) -> Any:
+                logp = forward(t).log_softmax(axis=-1)
+                return -(logp[rows, targets] * weights).mean()
+        elif cross_entropy is not None:
+            def loss_fn(t: Any) -> Any:
+                return cross_entropy(forward(t), targets)
+        else:
+            def loss_fn(t: Any) -> Any:
+                return -forward(t).log_softmax(axis=-1)[rows, targets].mean()
+
+        def step() -> Any:
+            zero_grad()
+            loss = loss_fn(mg.Tensor(x))
+            loss.backward()
+            return [p.grad for p in plist]
+        return Impl(step, layout)
+
+    def torch_impl() -> Impl:
+        torch = torch_module()
+        tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+        model = torch.nn.Sequential(torch.nn.Linear(sizes[0], sizes[1], dtype=tdtype),
+                                    torch.nn.ReLU(),
+                                    torch.nn.Linear(sizes[1], sizes[2], dtype=tdtype))
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in
+                               zip(("0.weight", "0.bias", "2.weight", "2.bias"), params)})
+        plist = list(model.parameters())
+        trows = torch.from_numpy(rows)
+        ttargets = torch.from_numpy(targets.astype(np.int64))
+        if kind == "reinforce1":
+            def loss_fn(t: Any) -> Any:
+                logp = torch.log_softmax(model(t), dim=-1)
+                return -(logp[0, a0] * g0)
+        elif kind == "reinforce":
+            def loss_fn(t: Any) -> Any:
+                logp = torch.log_softmax(model(t), dim=-1)
+                return -(logp[trows, ttargets] * torch.from_numpy(weights)).mean()
+        else:
+            def loss_fn(t: Any) -> Any:
+                return torch.nn.functional.cross_entropy(model(t), ttargets)
+
+        def step() -> Any:
+            model.zero_grad()
+            loss = loss_fn(torch.from_numpy(x))
+            loss.backward()
+            return [p.grad for p in plist]
+        return Impl(step, _torch_grads)
+
+    def autograd_impl() -> Impl:
+        ag = autograd_module()
+        anp = ag.numpy
+
+        def logp_fn(ps: list[Any], t: Any) -> Any:
+            w1, b1, w2, b2 = ps
+            z = anp.dot(anp.maximum(anp.dot(t, w1.T) + b1, 0), w2.T) + b2
+            z = z - anp.max(z, axis=1, keepdims=True)
+            return z - anp.log(anp.sum(anp.exp(z), axis=1, keepdims=True))
+
+        if kind == "reinforce1":
+            def loss_fn(ps: list[Any], t: Any) -> Any:
+                return -(logp_fn(ps, t)[0, a0] * g0)
+        elif kind == "reinforce":
+            def loss_fn(ps: list[Any], t: Any) -> Any:
+                return -anp.mean(logp_fn(ps, t)[rows, targets] * weights)
+        else:
+            def loss_fn(ps: list[Any], t: Any) -> Any:
+                return -anp.mean(logp_fn(ps, t)[rows, targets])
+        grad_fn = ag.grad(loss_fn)
+        ps = [p.copy() for p in params]
+        return Impl(lambda: grad_fn(ps, x), _numpy_grads)
+
+    if minigrad_nn() is None:
+        notes.append("minigrad: raw Tensors (minigrad.nn not available)")
+    rtol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
+    return Variant(name, workload, what, dict(numpy=numpy_impl, minigrad=minigrad_impl,
+                                              torch=torch_impl, autograd=autograd_impl),
+                   rtol=rtol, notes=notes)
+
+
+def w1(quick: bool) -> list[Variant]:
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(1, 4))
+    return [_mlp_variant("W1", "W1", "policy step: 4-16-2, batch 1, −logp[a]·G", (4, 16, 2),
+                         np.float64, x, np.array([1]), np.array([3.7]), "reinforce1")]
+
+
+def w2(quick: bool) -> list[Variant]:
+    rng = np.random.default_rng(20)
+    n = 500
+    x = rng.normal(size=(n, 4))
+    actions = rng.integers(0, 2, n)
+    returns = rng.normal(size=n)
+    return [_mlp_variant("W2", "W2", "episode batch: 4-128-2, batch 500, "
+                         "−(logp[range, a]·G).mean()", (4, 128, 2), np.float64, x, actions,
+                         returns, "reinforce")]
+
+
+def w3(quick: bool) -> list[Variant]:
+    out = []
+    for dtype in (np.float32, np.float64):
+        rng = np.random.default_rng(30)
+        x = rng.normal(size=(128, 784)).astype(dtype)
+        y = rng.integers(0, 10, 128)
+        name = np.dtype(dtype).name
+        out.append(_mlp_variant(f"W3-{name}", "W3", f"MLP 784-256-10, batch 128, ReLU, "
+                                f"cross-entropy, {name}", (784, 256, 10), dtype, x, y, None,
+                                "xent"))
+    return out
+
+
+# =============================================================================================
+# W4: softmax forward + VJP on (4096, 1000) float64: time and peak memory
+# =============================================================================================
+def w4(quick: bool) -> list[Variant]:
+    rng = np.random.default_rng(40)
+    x = rng.normal(size=(4096, 1000))
+    g = rng.normal(size=(4096, 1000))
+
+    def numpy_impl() -> Impl:
+        def step() -> Any:
+            y = x - x.max(axis=1, keepdims=True)
+            np.exp(y, out=y)
+            y /= y.sum(axis=1, keepdims=True)
+            gx = g * y
+            s = gx.sum(axis=1, keepdims=True)
+            np.subtract(g, s, out=gx)
+            gx *= y
+            return gx
+        return Impl(step, lambda r: [r])
+
+    def minigrad_impl() -> Impl:
+        xt = mg.Tensor(x, requires_grad=True)
+
+        def step() -> Any:
+            xt.grad = None
+            y = xt.softmax(axis=-1)
+            y.backward(g)
+            return xt.grad
+        return Impl(step, lambda r: [r])
+
+    def torch_impl() -> Impl:
+        torch = torch_module()
+        xt = torch.from_numpy(x).requires_grad_()
+        gt = torch.from_numpy(g)
+
+        def step() -> Any:
+            xt.grad = None
+            y = torch.softmax(xt, dim=-1)
+            y.backward(gt)
+            return xt.grad
+        return Impl(step, lambda r: [r.numpy()])
+
+    def autograd_impl() -> Impl:
+        ag = autograd_module()
+        anp = ag.numpy
+
+        def softmax(t: Any) -> Any:
+            e = anp.exp(t - anp.max(t, axis=1, keepdims=True))
+            return e / anp.sum(e, axis=1, keepdims=True)
+
+        def step() -> Any:
+            vjp, _ = ag.make_vjp(softmax)(x)
+            return vjp(g)
+        return Impl(step, lambda r: [r])
+
+    return [Variant("W4", "W4", "softmax forward + VJP, (4096, 1000) float64",
+                    dict(numpy=numpy_impl, minigrad=minigrad_impl, torch=torch_impl,
+                         autograd=autograd_impl),
+                    activation_bytes=x.nbytes, measure_peak=True, rtol=1e-10)]
+
+
+# =============================================================================================
+# W5: a deep chain of elementwise ops on a (16,) vector
+# =============================================================================================
+# The chain repeats h*2, h+1, h*0.5, h−0.5: values stay exactly where they started and the
+# gradient is exactly 1, so no overflow, underflow or subnormal arithmetic skews the timing.
+def w5(quick: bool) -> list[Variant]:
+    x0 = np.random.default_rng(50).normal(size=16)
+    return [_chain_variant(x0, n) for n in ((1_000, 10_000) if quick else (10_000, 100_000))]
+
+
+def _chain_variant(x0: np.ndarray, n: int) -> Variant:
+    reps = n // 4
+
+    def numpy_impl() -> Impl:
+        def step() -> Any:
+            h = x0
+            for _ in range(reps):
+                h = h * 2.0
+                h = h + 1.0
+                h = h * 0.5
+                h = h - 0.5
+            loss = h.sum()
+            g = np.ones_like(h)
+            for _ in range(reps):  # reversed: −0.5 and +1 pass g through unchanged
+                g = g * 0.5
+                g = g * 2.0
+            return loss, g
+        return Impl(step, lambda r: [r[1]])
+
+    def chain(x: Any) -> Any:
+        h = x
+        for _ in range(reps):
+            h = h * 2.0
+            h = h + 1.0
+            h = h * 0.5
+            h = h - 0.5
+        return h
+
+    def minigrad_impl() -> Impl:
+        x = mg.tensor(x0, requires_grad=True)
+
+        def step() -> Any:
+            x.grad = None
+            chain(x).sum().backward()
+            return x.grad
+        return Impl(step, lambda r: [r])
+
+    def torch_impl() -> Impl:
+        torch = torch_module()
+        x = torch.tensor(x0, requires_grad=True)
+
+        def step() -> Any:
+            x.grad = None
+            chain(x).sum().backward()
+            return x.grad
+        return Impl(step, lambda r: [r.numpy()])
+
+    def autograd_impl() -> Impl:
+        ag = autograd_module()
+        grad_fn = ag.grad(lambda x: ag.numpy.sum(chain(x)))
+        return Impl(lambda: grad_fn(x0), lambda r: [r])
+
+    label = f"{n // 1000}k"
+    return Variant(f"W5-{label}", "W5", f"deep chain: {n:,} elementwise ops on (16,) float64",
+                   dict(numpy=numpy_impl, minigrad=minigrad_impl, torch=torch_impl,
+                        autograd=autograd_impl), ops=n, rtol=1e-12)
+
+
+WORKLOADS: dict[str, Callable[[bool], list[Variant]]] = {
+    "W0": w0, "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5,
+}
