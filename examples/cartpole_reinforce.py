@@ -14,11 +14,18 @@ The algorithm (Williams' REINFORCE with a normalised-return baseline):
 2. For every step t, the discounted return-to-go G_t = r_t + gamma r_{t+1} + ... . An episode
    that hit the time limit (`truncated`, not `terminated`) did not fail: its tail is bootstrapped
    with the value of a pole that keeps standing, 1 / (1 - gamma), instead of being counted as a
-   fall. The returns of the batch are then normalised (mean 0, std 1): a baseline that keeps the
-   gradient's scale steady.
+   fall. The returns of the batch are then normalised to mean 0, std 1: these A_t are the
+   advantages (the mean is the baseline; the std keeps the gradient's scale steady).
 3. One batched forward on the engine over all stored steps, the loss
-   -mean_t(G_t log pi(a_t | s_t)), one backward (the gradient w.r.t. the logits is
-   G_t (onehot(a_t) - softmax(z_t)), no Jacobian), and one Adam step.
+   -mean_t(A_t log pi(a_t | s_t)) - entropy * mean_t(H(pi(. | s_t))), one backward (the
+   gradient w.r.t. the logits is A_t (onehot(a_t) - softmax(z_t)) plus the entropy term's, no
+   Jacobian), and one Adam step. The small entropy bonus matters early: with a few
+   ten-step episodes, the normalised returns reward whatever the first steps did, and without it
+   about one seed in 200 collapses to always pushing one way and never recovers.
+
+Defaults (hidden 32, lr 0.02, 2 episodes per update, gamma 0.99, entropy 0.01, no clipping) were
+chosen on seeds 0-59 and validated on seeds 100-599; `--num-envs N` steps Gymnasium's vector
+CartPole instead (one batched forward per step for all N sub-environments).
 
 It stops when the mean return of the last 100 episodes reaches the environment's threshold
 (`env.spec.reward_threshold`: 475 for CartPole-v1, 195 for CartPole-v0). The last line is
@@ -42,6 +49,7 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -49,6 +57,7 @@ import numpy as np
 import minigrad as mg
 from minigrad import nn, optim
 
+DEFAULT_ENV = "CartPole-v1"
 DEFAULT_SAVE = os.path.join("runs", "cartpole_reinforce.npz")
 DEFAULT_PLOT = os.path.join("runs", "cartpole_reinforce.png")
 
@@ -66,11 +75,85 @@ def policy_arrays(policy: nn.Sequential) -> tuple[np.ndarray, ...]:
 
 
 def action_probs(params: tuple[np.ndarray, ...], obs: np.ndarray) -> np.ndarray:
-    """pi(. | obs) in plain NumPy: the same function as `policy`, without a tape."""
+    """pi(. | obs) in plain NumPy: the same function as `policy`, without a tape.
+
+    obs is one observation (D,) or a batch (N, D); the result is (A,) or (N, A)."""
+    w1, b1, w2, b2 = params
+    z = np.maximum(obs @ w1.T + b1, 0.0) @ w2.T + b2
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sample(probs: np.ndarray, u: np.ndarray | float) -> np.ndarray:
+    """Actions drawn from the rows of probs by inverse CDF, given uniforms u in [0, 1)."""
+    cdf = np.cumsum(probs, axis=-1)
+    return np.minimum((np.asarray(u)[..., None] >= cdf).sum(axis=-1), probs.shape[-1] - 1)
+
+
+def prob_of_action_1(params: tuple[np.ndarray, ...], obs: np.ndarray) -> float:
+    """The two-action fast path (CartPole): pi(1 | obs) = sigmoid(z1 - z0), on Python floats."""
     w1, b1, w2, b2 = params
     z = w2 @ np.maximum(w1 @ obs + b1, 0.0) + b2
-    e = np.exp(z - z.max())
-    return e / e.sum()
+    d = float(z[1] - z[0])
+    return 1.0 / (1.0 + math.exp(-d)) if d > -700.0 else 0.0
+
+
+Episode = tuple[np.ndarray, np.ndarray, list[float], bool]  # obs, actions, rewards, cut by limit
+
+
+def play_one_env(env: Any, policy: nn.Module, rng: np.random.Generator, seed: int
+                 ) -> Iterator[Episode]:
+    """Episodes from one environment, each played with the policy as it is when it starts."""
+    params = policy_arrays(policy)
+    two = env.action_space.n == 2
+    obs, _ = env.reset(seed=seed)
+    while True:
+        observations, actions, rewards = [], [], []
+        while True:
+            if two:
+                a = int(rng.random() < prob_of_action_1(params, obs))
+            else:
+                a = int(sample(action_probs(params, obs), rng.random()))
+            observations.append(obs)
+            actions.append(a)
+            obs, r, terminated, truncated, _ = env.step(a)
+            rewards.append(float(r))
+            if terminated or truncated:
+                break
+        yield (np.asarray(observations, dtype=np.float64), np.asarray(actions), rewards,
+               bool(truncated and not terminated))
+        params = policy_arrays(policy)  # the caller may have updated the policy meanwhile
+        obs, _ = env.reset()
+
+
+def play_vector_env(envs: Any, policy: nn.Module, rng: np.random.Generator, seed: int
+                    ) -> Iterator[Episode]:
+    """Episodes from Gymnasium's vector env: one batched policy forward per step for all n
+    sub-environments. Gymnasium resets a finished sub-environment on the NEXT step (its action
+    is ignored, its reward is 0, it returns the first observation of the new episode): that
+    step belongs to no episode and is skipped."""
+    params = policy_arrays(policy)
+    n = envs.num_envs
+    obs, _ = envs.reset(seed=seed)
+    buffers: list[tuple[list[np.ndarray], list[int], list[float]]] = [([], [], [])
+                                                                        for _ in range(n)]
+    resetting = np.zeros(n, dtype=bool)
+    while True:
+        actions = sample(action_probs(params, obs), rng.random(n))
+        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+        done = terminated | truncated
+        for i in np.flatnonzero(~resetting):
+            o, a, r = buffers[i]
+            o.append(obs[i])
+            a.append(int(actions[i]))
+            r.append(float(rewards[i]))
+            if done[i]:
+                buffers[i] = ([], [], [])
+                yield (np.asarray(o, dtype=np.float64), np.asarray(a), r,
+                       bool(truncated[i] and not terminated[i]))
+                params = policy_arrays(policy)  # the caller may have updated the policy
+        resetting = done
+        obs = next_obs
 
 
 def returns_to_go(rewards: list[float], gamma: float, bootstrap: float) -> np.ndarray:
@@ -99,12 +182,14 @@ def update(policy: nn.Sequential, opt: optim.Adam, obs: np.ndarray, actions: np.
     opt.step()
 
 
-def make_env(env_id: str) -> Any:
+def make_env(env_id: str, num_envs: int = 1) -> Any:
     try:
         import gymnasium as gym
     except ImportError:
         sys.exit("this example needs Gymnasium: pip install 'gymnasium>=1.0' "
                  "(or pip install -e '.[examples]')")
+    if num_envs > 1:  # the native vector CartPole: all sub-environments stepped in NumPy at once
+        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
     return gym.make(env_id)
 
 
@@ -122,55 +207,46 @@ def progress(total: int, quiet: bool) -> Any:
 # ---------------------------------------------------------------------------------------------
 def train(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)  # one generator: initialisation, then actions
-    env = make_env(args.env)
+    env = make_env(args.env, args.num_envs)
     threshold = env.spec.reward_threshold
-    obs_dim, n_actions = env.observation_space.shape[0], env.action_space.n
-    policy = make_policy(obs_dim, args.hidden, n_actions, rng)
+    space = env.single_observation_space if args.num_envs > 1 else env.observation_space
+    n_actions = int((env.single_action_space if args.num_envs > 1 else env.action_space).n)
+    policy = make_policy(space.shape[0], args.hidden, n_actions, rng)
     opt = optim.Adam(policy.parameters(), lr=args.lr)
+    play = play_vector_env if args.num_envs > 1 else play_one_env
 
     ep_returns: list[float] = []
     last100: deque[float] = deque(maxlen=100)
     mean100 = 0.0
     steps = 0
-    batch_obs: list[np.ndarray] = []
-    batch_act: list[int] = []
-    batch_ret: list[np.ndarray] = []
-    in_batch = 0
+    batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # obs, actions, returns
     solved = False
     bar = progress(args.episodes, args.quiet)
     t0 = time.perf_counter()
-    for episode in range(args.episodes):
-        obs, _ = env.reset(seed=args.seed if episode == 0 else None)
-        params = policy_arrays(policy)
-        rewards: list[float] = []
-        while True:
-            p = action_probs(params, obs)
-            a = int(rng.random() >= p[0]) if n_actions == 2 else int(rng.choice(n_actions, p=p))
-            batch_obs.append(obs)
-            batch_act.append(a)
-            obs, r, terminated, truncated, _ = env.step(a)
-            rewards.append(float(r))
-            if terminated or truncated:
-                break
+    for obs, actions, rewards, cut in play(env, policy, rng, args.seed):
         steps += len(rewards)
-        tail = 1.0 / (1.0 - args.gamma) if truncated and not terminated and args.gamma < 1 else 0.0
-        batch_ret.append(returns_to_go(rewards, args.gamma, tail))
         total = float(sum(rewards))
         ep_returns.append(total)
         last100.append(total)
         mean100 = sum(last100) / len(last100)
         if bar is not None:
             bar.update(1)
-            if episode % 10 == 0:
+            if len(ep_returns) % 10 == 1:
                 bar.set_postfix(ret=f"{total:.0f}", mean100=f"{mean100:.1f}", refresh=False)
         if len(last100) == 100 and mean100 >= threshold:
             solved = True
             break
-        in_batch += 1
-        if in_batch == args.batch_episodes:
-            update(policy, opt, np.asarray(batch_obs, dtype=np.float64),
-                   np.asarray(batch_act), np.concatenate(batch_ret), args.entropy, args.clip)
-            batch_obs, batch_act, batch_ret, in_batch = [], [], [], 0
+        if len(ep_returns) == args.episodes:
+            break
+        # An episode cut by the time limit did not fail: bootstrap its tail with the value of
+        # surviving forever, 1 / (1 - gamma), rather than 0.
+        tail = 1.0 / (1.0 - args.gamma) if cut and args.gamma < 1 else 0.0
+        batch.append((obs, actions, returns_to_go(rewards, args.gamma, tail)))
+        if len(batch) == args.batch_episodes:
+            update(policy, opt, np.concatenate([b[0] for b in batch]),
+                   np.concatenate([b[1] for b in batch]), np.concatenate([b[2] for b in batch]),
+                   args.entropy, args.clip)
+            batch = []
     seconds = time.perf_counter() - t0
     env.close()
     if bar is not None:
@@ -235,7 +311,7 @@ def _plot(path: str, ep_returns: list[float], threshold: float,
 def evaluate(args: argparse.Namespace) -> int:
     ckpt = mg.load(args.eval)
     config = ckpt.get("config", {})
-    env_id = args.env if args.env_given else config.get("env", args.env)
+    env_id = args.env or str(config.get("env", DEFAULT_ENV))
     env = make_env(env_id)
     sd = ckpt["policy"]
     hidden = int(sd["0.weight"].shape[0])
@@ -266,15 +342,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="REINFORCE on Gymnasium CartPole with a minigrad softmax policy.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--seed", type=int, default=0, help="seeds the env, the init and the actions")
-    ap.add_argument("--env", default="CartPole-v1",
-                    help="Gymnasium id; the target is env.spec.reward_threshold")
+    ap.add_argument("--env", default=None,
+                    help="Gymnasium id (default CartPole-v1; with --eval, the checkpoint's); the "
+                         "target is env.spec.reward_threshold")
     ap.add_argument("--episodes", type=int, default=2000, help="at most this many episodes")
     ap.add_argument("--hidden", type=int, default=32, help="hidden units")
     ap.add_argument("--lr", type=float, default=0.02, help="Adam's learning rate")
     ap.add_argument("--gamma", type=float, default=0.99, help="discount")
     ap.add_argument("--batch-episodes", type=int, default=2, help="episodes per update")
-    ap.add_argument("--entropy", type=float, default=0.0, help="entropy bonus coefficient")
+    ap.add_argument("--entropy", type=float, default=0.01,
+                    help="entropy bonus: keeps early updates from collapsing the policy")
     ap.add_argument("--clip", type=float, default=None, help="max gradient norm (off if unset)")
+    ap.add_argument("--num-envs", type=int, default=1,
+                    help="sub-environments of Gymnasium's vector CartPole stepped together")
     ap.add_argument("--save", metavar="PATH", default=None,
                     help=f"checkpoint path (default {DEFAULT_SAVE} when no --save/--plot/"
                          f"--quiet is given)")
@@ -285,9 +365,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-episodes", type=int, default=20, help="episodes for --eval")
     ap.add_argument("--quiet", action="store_true", help="no progress bar, only the last line")
     args = ap.parse_args(argv)
-    args.env_given = any(a == "--env" or a.startswith("--env=") for a in (argv or sys.argv[1:]))
-    if args.episodes < 1 or args.batch_episodes < 1 or args.hidden < 1:
-        ap.error("--episodes, --batch-episodes and --hidden must be positive")
+    if min(args.episodes, args.batch_episodes, args.hidden, args.num_envs) < 1:
+        ap.error("--episodes, --batch-episodes, --hidden and --num-envs must be positive")
     if not 0.0 <= args.gamma <= 1.0 or not math.isfinite(args.lr) or args.lr <= 0:
         ap.error("--gamma must be in [0, 1] and --lr positive")
     return args
@@ -297,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.eval:
         return evaluate(args)
+    args.env = args.env or DEFAULT_ENV
     if args.save is None and args.plot is None and not args.quiet:
         args.save, args.plot = DEFAULT_SAVE, DEFAULT_PLOT
     return train(args)

@@ -86,6 +86,30 @@ def test_cartpole_v0_uses_its_own_threshold(tmp_path: Path) -> None:
     assert LAST_LINE.match(lines[-1]), lines[-1]
 
 
+@needs_gym
+def test_cartpole_vector_env_short_run(tmp_path: Path) -> None:
+    lines = run("cartpole_reinforce.py", "--num-envs", "4", "--episodes", "20", "--quiet",
+                cwd=tmp_path)
+    m = LAST_LINE.match(lines[-1])
+    assert m and m.group(3) == "20", lines[-1]
+
+
+@needs_gym
+def test_cartpole_vector_env_skips_the_autoreset_step() -> None:
+    ex = load_example("cartpole_reinforce")
+    rng = np.random.default_rng(0)
+    envs = ex.make_env("CartPole-v1", num_envs=3)
+    policy = ex.make_policy(4, 8, 2, rng)
+    episodes = ex.play_vector_env(envs, policy, rng, seed=0)
+    for _ in range(12):
+        obs, actions, rewards, cut = next(episodes)
+        assert len(obs) == len(actions) == len(rewards) >= 8
+        assert all(r == 1.0 for r in rewards)  # the autoreset step (reward 0) is not in it
+        assert np.all(np.abs(obs[0]) <= 0.05)  # starts at a fresh reset state
+        assert not cut
+    envs.close()
+
+
 def test_cartpole_acting_matches_the_engine_policy() -> None:
     ex = load_example("cartpole_reinforce")
     rng = np.random.default_rng(0)
@@ -93,8 +117,13 @@ def test_cartpole_acting_matches_the_engine_policy() -> None:
     obs = rng.normal(size=(5, 4))
     with mg.no_grad():
         want = policy(mg.Tensor(obs)).softmax(axis=-1).numpy()
-    got = np.stack([ex.action_probs(ex.policy_arrays(policy), o) for o in obs])
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    params = ex.policy_arrays(policy)
+    np.testing.assert_allclose(ex.action_probs(params, obs), want, rtol=1e-12, atol=1e-15)
+    got = [ex.prob_of_action_1(params, o) for o in obs]  # the two-action fast path
+    np.testing.assert_allclose(got, want[:, 1], rtol=1e-12)
+    counts = np.bincount(ex.sample(np.tile([0.2, 0.5, 0.3], (10_000, 1)),
+                                   rng.random(10_000)), minlength=3)
+    np.testing.assert_allclose(counts / 10_000, [0.2, 0.5, 0.3], atol=0.02)
 
 
 def test_cartpole_returns_to_go_and_truncation_bootstrap() -> None:
