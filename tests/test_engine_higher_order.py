@@ -87,9 +87,14 @@ def test_softmax_hessian_is_analytic(seed: int, k: int) -> None:
     # H = diag(w∘s) − (w∘s)sᵀ − s(w∘s)ᵀ + 2(w·s)ssᵀ − (w·s)diag(s)
     expected = (np.diag(w * s) - np.outer(w * s, s) - np.outer(s, w * s)
                 + 2 * ws * np.outer(s, s) - ws * np.diag(s))
-    h = mg.hessian(lambda t: (t.softmax() * w).sum(), x)
+    f = lambda t: (t.softmax() * w).sum()  # noqa: E731
+    h = mg.hessian(f, x)
     assert h.shape == (k, k)
     np.testing.assert_allclose(h, expected, rtol=1e-9, atol=1e-12)
+    # grad of grad: ∇ ⟨∇f(x), v⟩ = H v
+    v = rng.normal(size=k)
+    hv = mg.grad(lambda t: (mg.grad(f)(t) * v).sum())(x)  # type: ignore[operator]
+    np.testing.assert_allclose(hv.data, expected @ v, rtol=1e-9, atol=1e-12)  # type: ignore[union-attr]
 
 
 @given(seed=SEEDS, k=st.integers(1, 5))
@@ -99,8 +104,11 @@ def test_log_softmax_hessian_is_analytic(seed: int, k: int) -> None:
     s = softmax_np(x)
     # Σ wᵢ log_softmax(x)ᵢ = w·x − (Σw)·lse(x): H = −(Σw)(diag(s) − ssᵀ)
     expected = -w.sum() * (np.diag(s) - np.outer(s, s))
-    np.testing.assert_allclose(mg.hessian(lambda t: (t.log_softmax() * w).sum(), x), expected,
-                               rtol=1e-9, atol=1e-12)
+    f = lambda t: (t.log_softmax() * w).sum()  # noqa: E731
+    np.testing.assert_allclose(mg.hessian(f, x), expected, rtol=1e-9, atol=1e-12)
+    v = rng.normal(size=k)
+    hv = mg.grad(lambda t: (mg.grad(f)(t) * v).sum())(x)  # type: ignore[operator]
+    np.testing.assert_allclose(hv.data, expected @ v, rtol=1e-9, atol=1e-12)  # type: ignore[union-attr]
     np.testing.assert_allclose(mg.hessian(lambda t: t.logsumexp(), x),
                                np.diag(s) - np.outer(s, s), rtol=1e-9, atol=1e-12)
 
