@@ -145,6 +145,11 @@ def clip(x: ArrayLike, lo: Any = None, hi: Any = None) -> Tensor:
     """Clamp to [lo, hi]; the gradient passes where lo ≤ x ≤ hi. Bounds are not differentiated."""
     if lo is None and hi is None:
         raise ValueError("clip: give lo, hi or both")
+    for name, bound in (("lo", lo), ("hi", hi)):
+        if isinstance(bound, Tensor) and bound.requires_grad:  # it would get no gradient
+            raise TypeError(f"clip: the bound {name} is a Tensor that requires grad, but clip's "
+                            f"bounds are constants; use mg.maximum(x, lo) / mg.minimum(x, hi) "
+                            f"to differentiate with respect to a bound, or pass {name}.detach()")
     return apply(ops.clip, x, lo=_value(lo), hi=_value(hi))
 
 

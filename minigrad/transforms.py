@@ -165,14 +165,17 @@ def vjp(f: Callable[..., Any], *args: ArrayLike
     create = create or _closes_over_tape(out, xs)
 
     def vjp_fn(upstream: ArrayLike) -> tuple[Tensor, ...]:
-        u = upstream if isinstance(upstream, Tensor) and create else \
+        # an upstream on a tape keeps the result differentiable with respect to it too
+        record = create or (isinstance(upstream, Tensor) and upstream.requires_grad
+                            and STATE.grad_enabled)
+        u = upstream if isinstance(upstream, Tensor) and record else \
             np.asarray(upstream._data if isinstance(upstream, Tensor) else upstream)
         if u.shape != out.shape:
             raise ShapeMismatchError(f"vjp: upstream has shape {u.shape} but f's output has "
                                      f"shape {out.shape}")
         if u.dtype != out.dtype and not isinstance(u, Tensor):
             u = u.astype(out.dtype)
-        return tuple(_sweep(out, u, xs, create, retain=True))
+        return tuple(_sweep(out, u, xs, record, retain=True))
 
     return (out if create else out.detach()), vjp_fn
 
@@ -185,9 +188,13 @@ def jvp(f: Callable[..., Any], primals: Sequence[ArrayLike], tangents: Sequence[
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     nested = _wants_graph(primals)
     xs = [_as_input(p) for p in primals]
-    ts = []
+    ts: list[Any] = []
     for i, (x, t) in enumerate(zip(xs, tangents)):
-        tv = np.asarray(t._data if isinstance(t, Tensor) else t, dtype=x.dtype)
+        if isinstance(t, Tensor) and t.requires_grad and STATE.grad_enabled:
+            tv: Any = t  # on a tape: the result stays differentiable with respect to it
+            nested = True
+        else:
+            tv = np.asarray(t._data if isinstance(t, Tensor) else t, dtype=x.dtype)
         if tv.shape != x.shape:
             raise ShapeMismatchError(f"jvp: tangent {i} has shape {tv.shape} but primal {i} has "
                                      f"shape {x.shape}")
@@ -214,7 +221,7 @@ def jvp(f: Callable[..., Any], primals: Sequence[ArrayLike], tangents: Sequence[
 
 def hvp(f: Callable[..., Any], x: ArrayLike, v: ArrayLike) -> Tensor:
     """The Hessian of a one-element f at x times v, without forming the Hessian."""
-    v_val = v._data if isinstance(v, Tensor) else np.asarray(v)
+    v_val = v if isinstance(v, Tensor) else np.asarray(v)  # a v on a tape stays on it
     grad_f = grad(f)
 
     def directional(x_: Tensor) -> Tensor:

@@ -236,6 +236,25 @@ def test_closing_over_a_tensor_that_requires_grad_keeps_the_gradient_differentia
     assert v.requires_grad
 
 
+def test_upstreams_tangents_and_directions_on_a_tape_stay_differentiable() -> None:
+    """vjp_fn(u), jvp's tangent and hvp's v are linear arguments; when they require grad, the
+    result must carry that dependence (not silently drop it)."""
+    x0 = np.array([0.3, -0.7])
+    d = (1 - np.tanh(x0) ** 2) ** 2
+    u = mg.tensor([1.0, 2.0], requires_grad=True)
+    _, vjp_fn = mg.vjp(lambda t: t.tanh(), x0)
+    (g,) = vjp_fn(u)
+    (g * g).sum().backward()
+    np.testing.assert_allclose(u.grad, 2 * u.data * d)
+    t = mg.tensor([1.0, 2.0], requires_grad=True)
+    _, tangent = mg.jvp(lambda a: a.tanh(), (x0,), (t,))
+    (tangent * tangent).sum().backward()
+    np.testing.assert_allclose(t.grad, 2 * t.data * d)
+    v = mg.tensor([1.0, 2.0], requires_grad=True)
+    mg.hvp(lambda a: (a ** 3).sum(), x0, v).sum().backward()
+    np.testing.assert_allclose(v.grad, 6 * x0)
+
+
 # --------------------------------------------------------------------------------------------
 # vjp / jvp / hvp / jacobian
 # --------------------------------------------------------------------------------------------

@@ -531,6 +531,18 @@ def test_wrong_operand_type_is_a_type_error(bad: Any) -> None:
             op()
 
 
+def test_clip_bounds_that_require_grad_are_refused_not_ignored() -> None:
+    x = mg.tensor([0.0, 1.0, 2.0], requires_grad=True)
+    lo = mg.tensor(0.5, requires_grad=True)
+    with pytest.raises(TypeError, match="lo"):
+        mg.clip(x, lo, 1.5)  # lo would silently get no gradient
+    with pytest.raises(TypeError, match="hi"):
+        x.clip(None, mg.tensor([1.0, 1.0, 1.0], requires_grad=True))
+    y = mg.clip(x, lo.detach(), mg.tensor(1.5))  # constant Tensors are fine
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0, 0.0])
+
+
 def test_backward_misuse_is_a_runtime_error() -> None:
     x = mg.tensor([1.0, 2.0], requires_grad=True)
     with pytest.raises(RuntimeError, match=r"\(2,\)"):
