@@ -53,9 +53,11 @@ _locks: dict[int, list[Any]] = {}
 # A view can be made writeable only while the array owning its memory is. Views released while
 # another graph still locks their owner wait here (owner id -> views) and follow the owner.
 _waiting: dict[int, list[np.ndarray]] = {}
-# Writeable views of another array's memory held by leaf Tensors (say, parameters sliced from one
-# flat buffer): owner id -> weak references. Locking any array on that memory locks them too,
-# since a write through any of them would change what the tape saved.
+# Writeable views of another array's memory held by leaf Tensors that require grad (parameters
+# sliced from one flat buffer): owner id -> weak references. Locking an array on that memory
+# locks the ones overlapping it too, since a write through them would change what the tape
+# saved. (Only parameters are listed, so a dataset split into thousands of row Tensors costs
+# nothing here.)
 _leaf_views: dict[int, list[weakref.ref[np.ndarray]]] = {}
 
 
@@ -208,7 +210,7 @@ class Tensor:
             if dtype is not None:
                 raise TypeError(f"Tensor: only floating dtypes can require grad, got {arr.dtype}")
             arr = arr.astype(np.float64)
-        if arr.base is not None:
+        if requires_grad and arr.base is not None:
             _note_leaf_view(arr)
         self._data = arr
         self.grad: np.ndarray | None = None
@@ -235,6 +237,8 @@ class Tensor:
             raise TypeError(f"requires_grad: only floating Tensors can require grad, this one is "
                             f"{self._data.dtype}; use mg.tensor(data, requires_grad=True) (which "
                             f"makes it float64) or .astype(np.float64)")
+        if value and not self._requires_grad and self._data.base is not None:
+            _note_leaf_view(self._data)
         self._requires_grad = bool(value)
 
     # -- value ----------------------------------------------------------------------------
@@ -246,7 +250,7 @@ class Tensor:
     def data(self, value: ArrayLike) -> None:
         # Rebinding is safe: the tape keeps the arrays the forward pass used.
         arr = _as_array(value, None, False)
-        if arr.base is not None:
+        if self._requires_grad and arr.base is not None:
             _note_leaf_view(arr)
         self._data = arr
 

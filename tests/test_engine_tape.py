@@ -180,6 +180,25 @@ def test_writes_into_a_leaf_that_views_a_larger_array() -> None:
         flat[...] = 1.0
 
 
+def test_only_parameter_views_are_tracked() -> None:
+    """Sibling-view bookkeeping is for leaves that require grad; a dataset split into many row
+    Tensors adds nothing to it (locking stays O(1) per saved array)."""
+    data = np.arange(3000.0).reshape(1000, 3).copy()  # owns its memory
+    rows = [mg.Tensor(data[i]) for i in range(1000)]
+    assert id(data) not in tape_module._leaf_views
+    w = mg.Tensor(data[0], requires_grad=True)
+    assert len(tape_module._leaf_views[id(data)]) == 1
+    loss = (rows[5] * w).sum()
+    for saved in (w.data, rows[5].data, data):
+        with pytest.raises(ValueError):
+            saved[0] = 1.0
+    rows[7].data[0] = 1.0  # a row view disjoint from everything saved stays writeable
+    loss.backward()
+    np.testing.assert_array_equal(w.grad, [15.0, 16.0, 17.0])
+    del w, loss
+    assert id(data) not in tape_module._leaf_views
+
+
 def test_saved_parameters_of_an_op_are_protected() -> None:
     """where's condition, an integer index and clip's bounds are saved by the tape too."""
     x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
