@@ -24,6 +24,8 @@ def _value(x: Any) -> Any:
 
 
 def _shape(x: Any, name: str) -> tuple[int, ...]:
+    if type(x) is Tensor:
+        return x._data.shape  # type: ignore[no-any-return]
     return np.shape(value_of(x, name))  # TypeError for anything that is not an operand
 
 

@@ -68,13 +68,17 @@ def _lock(arrays: Iterator[Any]) -> tuple[np.ndarray, ...]:
     for a in arrays:
         if not isinstance(a, np.ndarray):
             continue
-        owner = a.base if isinstance(a.base, np.ndarray) else a
-        group = [] if a is owner else [a]
-        siblings = _leaf_views.get(id(owner))
-        if siblings:
-            group += [v for r in siblings if (v := r()) is not None and v is not a
-                      and np.may_share_memory(v, a)]
-        group.append(owner)
+        base = a.base
+        if base is None and not _leaf_views:  # the common case: an array owning its memory
+            group: Any = (a,)
+        else:
+            owner = base if isinstance(base, np.ndarray) else a
+            group = [] if a is owner else [a]
+            siblings = _leaf_views.get(id(owner))
+            if siblings:
+                group += [v for r in siblings if (v := r()) is not None and v is not a
+                          and np.may_share_memory(v, a)]
+            group.append(owner)
         for arr in group:
             entry = _locks.get(id(arr))
             if entry is not None:
@@ -109,9 +113,10 @@ def _make_writeable(arr: np.ndarray) -> None:
             _waiting.setdefault(id(owner), []).append(arr)
         _waiting.pop(id(arr), None)
         return
-    for view in _waiting.pop(id(arr), ()):
-        if id(view) not in _locks:
-            _make_writeable(view)
+    if _waiting:
+        for view in _waiting.pop(id(arr), ()):
+            if id(view) not in _locks:
+                _make_writeable(view)
 
 
 def _note_leaf_view(arr: np.ndarray) -> None:
