@@ -629,12 +629,13 @@ def _fit(g: Any, value: Any, op: Any, i: int) -> Any:
     """Bring an input's gradient to that input's shape and dtype: the one place for both."""
     shape = np.shape(value)
     if g.shape != shape:
+        got = g.shape
         try:
             g = sum_to(g, shape)
         except ValueError:
             g = None
         if g is None or g.shape != shape:
-            raise RuntimeError(f"{op.name}: the VJP for input {i} has shape {np.shape(g)} that "
+            raise RuntimeError(f"{op.name}: the VJP for input {i} has shape {got} that "
                                f"does not reduce to the input's shape {shape} (a bug in the op)")
     dtype = np.result_type(value)
     if g.dtype != dtype and dtype.kind in "fc":

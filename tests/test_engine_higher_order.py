@@ -513,3 +513,57 @@ def test_second_order_table_covers_every_primitive() -> None:
     # scatter_add is getitem's VJP: differentiating a getitem's gradient runs scatter_add's VJP
     missing = {p.name for p in ops.TABLE} - {c[0] for c in SECOND_ORDER} - {"scatter_add"}
     assert not missing, f"no second-order test for {sorted(missing)}"
+
+
+class TwoGradsForOne(mg.Function):
+    @staticmethod
+    def forward(ctx: Any, x: np.ndarray) -> np.ndarray:
+        return x * 2
+
+    @staticmethod
+    def backward(ctx: Any, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return g, g
+
+
+class WrongShape(mg.Function):
+    @staticmethod
+    def forward(ctx: Any, x: np.ndarray) -> np.ndarray:
+        return x.sum(keepdims=True)
+
+    @staticmethod
+    def backward(ctx: Any, g: np.ndarray) -> np.ndarray:
+        return np.ones(7)
+
+
+class OnlyFirst(mg.Function):
+    """y = a·b, differentiated with respect to a only (None for b)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ctx.save_for_backward(b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx: Any, g: np.ndarray) -> tuple[np.ndarray, None]:
+        (b,) = ctx.saved
+        return g * b, None
+
+
+def test_custom_function_misuse_and_none_gradients() -> None:
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="2 gradients for 1 inputs"):
+        TwoGradsForOne.apply(x).sum().backward()
+    with pytest.raises(RuntimeError, match=r"WrongShape.*\(7,\).*\(2,\)"):
+        WrongShape.apply(x).sum().backward()
+    a = mg.tensor([1.0, 2.0], requires_grad=True)
+    b = mg.tensor([3.0, 4.0], requires_grad=True)
+    OnlyFirst.apply(a, b).sum().backward()
+    np.testing.assert_array_equal(a.grad, [3.0, 4.0])
+    assert b.grad is None
+    # saved arrays of a custom Function are protected like any primitive's
+    c = mg.tensor([1.0, 2.0], requires_grad=True)
+    y = OnlyFirst.apply(c, b.detach())
+    with pytest.raises(ValueError):
+        b.data[0] = 10.0
+    y.sum().backward()
+    np.testing.assert_array_equal(c.grad, [3.0, 4.0])
