@@ -52,7 +52,6 @@ SAVING_OPS: list[tuple[str, Callable[[mg.Tensor], mg.Tensor]]] = [
 ]
 
 X0 = np.array([[0.7, 1.3, 1.9], [1.1, 0.9, 1.6]])
-UP_RNG = np.random.default_rng(7)
 
 
 def weighted_loss(y: mg.Tensor) -> mg.Tensor:
