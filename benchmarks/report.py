@@ -72,10 +72,12 @@ def header(env: dict[str, Any]) -> list[str]:
     if isinstance(blas, list):
         blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}, "
                          f"{b.get('num_threads')} thread)" for b in blas) or "none found"
+    load = m.get("load_average")
+    load = ", ".join(f"{x:.2f}" for x in load) if load else "unknown"
     set_env = ", ".join(f"{k}={v}" for k, v in env.get("env", {}).items() if v is not None)
     return [
         f"- machine: {m.get('cpu')}, {m.get('cpu_count')} cores, {m.get('platform')}; "
-        f"load average at the end {m.get('load_average')}",
+        f"load average at the end {load}",
         f"- versions: Python {env.get('python')}, NumPy {env.get('numpy')}, PyTorch "
         f"{env.get('torch') or 'not installed'}, HIPS autograd "
         f"{env.get('autograd') or 'not installed'}, minigrad {env.get('minigrad')}",
