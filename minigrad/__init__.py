@@ -16,6 +16,7 @@ from minigrad.functions import (
     concatenate,
     exp,
     expand_dims,
+    linear,
     log,
     log_softmax,
     logsumexp,
@@ -65,7 +66,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Function", "FunctionCtx", "GradcheckError", "Tensor", "abs", "argmax", "argmin",
     "broadcast_to", "clip", "concatenate", "detect_anomaly", "enable_grad", "exp", "expand_dims",
-    "grad", "gradcheck", "hessian", "hvp", "is_grad_enabled", "jacobian", "jvp", "log",
+    "grad", "gradcheck", "linear", "hessian", "hvp", "is_grad_enabled", "jacobian", "jvp", "log",
     "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum", "no_grad",
     "ones", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "sum",
     "swapaxes", "tanh", "tensor", "transpose", "value_and_grad", "vjp", "where", "zeros",

@@ -224,6 +224,21 @@ def matmul(a: ArrayLike, b: ArrayLike) -> Tensor:
     return apply(ops.matmul, a, b)
 
 
+def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Tensor:
+    """x @ weightᵀ + bias in one recorded op (weight is (out, in), PyTorch's layout)."""
+    sx, sw = _shape(x, "linear"), _shape(weight, "linear")
+    if len(sw) != 2 or len(sx) == 0 or sx[-1] != sw[1]:
+        raise ValueError(f"linear: input of shape {sx} and weight of shape {sw} do not fit: the "
+                         f"weight must be (out_features, in_features) and the input end in "
+                         f"in_features")
+    if bias is not None and _shape(bias, "linear") not in ((sw[0],), ()):
+        raise ValueError(f"linear: bias of shape {_shape(bias, 'linear')} does not fit weight of shape "
+                         f"{sw}; it must be ({sw[0]},)")
+    if bias is None:
+        return apply(ops.linear, x, weight)
+    return apply(ops.linear, x, weight, bias)
+
+
 # --- shape and indexing -------------------------------------------------------------------------
 def reshape(x: ArrayLike, shape: int | Sequence[int]) -> Tensor:
     """Reshape (one dimension may be -1)."""

@@ -59,6 +59,16 @@ def _keep(a: Any, axis: tuple[int, ...], keepdims: bool, ndim: int) -> Any:
     return a.reshape(tuple(shape)) if len(shape) == ndim else a.reshape(shape)
 
 
+def _expand(g: Any, shape: tuple[int, ...]) -> Any:
+    """g broadcast to shape: recorded for a Tensor; for an ndarray a filled array, since
+    np.broadcast_to costs microseconds of Python per call on the small arrays that dominate."""
+    if isinstance(g, Tensor):
+        return np.broadcast_to(g, shape)
+    out = np.empty(shape, dtype=g.dtype)
+    out[...] = g
+    return out
+
+
 def _scatter(g: Any, index: Any, shape: tuple[int, ...], basic: bool) -> Any:
     """zeros(shape) with g added at index, on ndarrays or (for higher order) on the tape."""
     if isinstance(g, Tensor):
@@ -210,7 +220,7 @@ def clip(x, lo, hi):
 
 # --- reductions (axis is a tuple of non-negative axes, normalised by the wrappers below) ----
 @primitive(lambda g, y, x, axis, keepdims:
-           np.broadcast_to(_keep(g, axis, keepdims, x.ndim), x.shape))
+           _expand(_keep(g, axis, keepdims, x.ndim), x.shape))
 def sum(x, axis, keepdims):
     """y = Σ_axis x;  x̄ = ḡ broadcast back over axis"""
     return x.sum(axis=axis, keepdims=keepdims)
@@ -295,6 +305,27 @@ def matmul(a, b):
     return a @ b
 
 
+def _linear_vjp_w(g, y, x, w, b=None):
+    # Batch axes flattened, so W̄ = Σ over every row of ḡᵀx comes out in W's own layout.
+    return g.reshape((-1, g.shape[-1])).mT @ x.reshape((-1, x.shape[-1]))
+
+
+def _linear_forward(x, w, b=None):
+    """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x (over all rows),  b̄ = ḡ (summed by the tape)"""
+    y = x @ w.T
+    if b is None:
+        return y
+    if type(b) is np.ndarray and b.dtype == y.dtype and y.base is None:
+        y += b  # the product is a fresh array: add the bias in place, no second temporary
+        return y
+    return y + b
+
+
+linear = Primitive("linear", _linear_forward,
+                   (lambda g, y, x, w, b=None: g @ w, _linear_vjp_w, lambda g, y, x, w, b=None: g),
+                   reads="x", math=_linear_forward.__doc__.strip())  # type: ignore[union-attr]
+
+
 # --- shape and indexing -----------------------------------------------------------------------
 @primitive(lambda g, y, x, shape: g.reshape(x.shape))
 def reshape(x, shape):
@@ -362,6 +393,6 @@ stack = Primitive("stack", _stack,
 TABLE: tuple[Primitive, ...] = (
     add, subtract, multiply, divide, power, negative, exp, log, sqrt, tanh, sigmoid, relu,
     absolute, astype, maximum, minimum, where, clip, sum, amax, amin, softmax, log_softmax,
-    logsumexp, matmul, reshape, transpose, broadcast_to, getitem, scatter_add, concatenate,
+    logsumexp, matmul, linear, reshape, transpose, broadcast_to, getitem, scatter_add, concatenate,
     stack,
 )

@@ -4,7 +4,7 @@ Every operation on Tensors goes through `apply(op, *args)`: it runs the op's Num
 when an input requires grad, records a `Node` holding what the op's VJP will need. A Tensor made
 by an op points at its Node; a Node points at its input Tensors. `backward()` sorts that graph
 once (iteratively, each node visited once) and walks it from the output to the leaves, calling
-each op's VJP from the table in `F.py`. No Jacobian is ever built.
+each op's VJP from the table in `ops.py`. No Jacobian is ever built.
 
 Arrays a VJP reads (inputs or output of the forward, or an array parameter such as an index)
 are made read-only while the tape holds them, so an in-place write that would change a gradient
@@ -21,6 +21,8 @@ import linecache
 import os
 import sys
 import weakref
+from heapq import heappop, heappush
+from itertools import count
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Union
 
@@ -61,24 +63,31 @@ _waiting: dict[int, list[np.ndarray]] = {}
 _leaf_views: dict[int, list[weakref.ref[np.ndarray]]] = {}
 
 
-def _lock(arrays: Iterator[Any]) -> tuple[np.ndarray, ...]:
+def _lock(arrays: Sequence[Any]) -> tuple[np.ndarray, ...]:
     """Make each array, the leaf-held views overlapping it and its memory owner read-only;
     return what was locked, owners last."""
     locked: list[np.ndarray] = []
     for a in arrays:
-        if not isinstance(a, np.ndarray):
+        if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
             continue
         base = a.base
         if base is None and not _leaf_views:  # the common case: an array owning its memory
-            group: Any = (a,)
-        else:
-            owner = base if isinstance(base, np.ndarray) else a
-            group = [] if a is owner else [a]
-            siblings = _leaf_views.get(id(owner))
-            if siblings:
-                group += [v for r in siblings if (v := r()) is not None and v is not a
-                          and np.may_share_memory(v, a)]
-            group.append(owner)
+            entry = _locks.get(id(a))
+            if entry is not None:
+                entry[1] += 1
+                locked.append(a)
+            elif a.flags.writeable:
+                a.setflags(write=False)
+                _locks[id(a)] = [a, 1]
+                locked.append(a)
+            continue
+        owner = base if isinstance(base, np.ndarray) else a
+        group = [] if a is owner else [a]
+        siblings = _leaf_views.get(id(owner))
+        if siblings:
+            group += [v for r in siblings if (v := r()) is not None and v is not a
+                      and np.may_share_memory(v, a)]
+        group.append(owner)
         for arr in group:
             entry = _locks.get(id(arr))
             if entry is not None:
@@ -98,9 +107,13 @@ def _unlock(locked: tuple[np.ndarray, ...]) -> None:
         entry = _locks.get(id(arr))
         if entry is None:
             continue
-        entry[1] -= 1
-        if entry[1] == 0:
-            del _locks[id(arr)]
+        if entry[1] > 1:
+            entry[1] -= 1
+            continue
+        del _locks[id(arr)]
+        if arr.base is None and not _waiting:
+            arr.setflags(write=True)  # owns its memory, nobody waits on it: the common case
+        else:
             _make_writeable(arr)
 
 
@@ -144,6 +157,8 @@ def _note_leaf_view(arr: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------
 # Node: one recorded operation
 # ---------------------------------------------------------------------------------------------
+_node_numbers = count()
+
 class Node:
     """What `backward()` needs to run one op's VJP.
 
@@ -151,7 +166,7 @@ class Node:
     there); `values[i]` is the input value the forward used; `ans` the output it produced.
     """
 
-    __slots__ = ("op", "inputs", "values", "ans", "params", "locked", "site", "freed")
+    __slots__ = ("op", "inputs", "values", "ans", "params", "locked", "site", "seq")
 
     def __init__(self, op: Any, inputs: tuple[Tensor | None, ...], values: tuple[Any, ...],
                  ans: np.ndarray, params: dict[str, Any]) -> None:
@@ -160,26 +175,33 @@ class Node:
         self.values = values
         self.ans = ans
         self.params = params
-        self.freed = False
         self.site: str | None = None
+        self.seq = next(_node_numbers)  # consumers are numbered after producers
         reads = op.reads
-        if reads:
+        if not reads:
+            self.locked = ()
+            return
+        if reads == "x":
+            saved: Any = values
+        elif reads == "y":
+            saved = (ans,)
+        else:
             saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
             if "p" in reads:  # array parameters: where's cond, an index, clip's bounds
                 for v in params.values():
                     saved += v if isinstance(v, tuple) else (v,)
-            self.locked = _lock(iter(saved))
-        else:
-            self.locked = ()
+        self.locked = _lock(saved)
+
+    @property
+    def freed(self) -> bool:
+        return self.values is None
 
     def release(self) -> None:
         """Free what the tape saved; a later backward through here raises."""
         if self.locked:
             _unlock(self.locked)
             self.locked = ()
-        self.inputs = self.values = ()
-        self.ans = None  # type: ignore[assignment]
-        self.freed = True
+        self.inputs = self.values = self.ans = None  # type: ignore[assignment]
 
     def __del__(self) -> None:
         if self.locked:
@@ -225,12 +247,7 @@ class Tensor:
     @staticmethod
     def _make(data: np.ndarray, node: Node | None) -> Tensor:
         """The internal constructor for op outputs: no checks, no conversions."""
-        t = object.__new__(Tensor)
-        t._data = data
-        t.grad = None
-        t._requires_grad = node is not None
-        t._node = node
-        return t
+        return _new_tensor(data, node)
 
     @property
     def requires_grad(self) -> bool:
@@ -347,7 +364,7 @@ class Tensor:
                 raise RuntimeError(f"backward: a gradient can be left out only for a one-element "
                                    f"output; this one has shape {self.shape}: pass "
                                    f"y.backward(upstream) with an upstream of that shape")
-            upstream = np.ones_like(self._data)
+            upstream = np.ones(self._data.shape, self._data.dtype)
         else:
             upstream = np.asarray(gradient._data if isinstance(gradient, Tensor) else gradient)
             if upstream.shape != self.shape:
@@ -552,9 +569,18 @@ def value_of(a: Any, op_name: str) -> Any:
                     f"use a Tensor, an ndarray or a Python number")
 
 
+def _new_tensor(data: np.ndarray, node: Node | None, _new: Any = object.__new__) -> Tensor:
+    t = _new(Tensor)
+    t._data = data
+    t.grad = None
+    t._requires_grad = node is not None
+    t._node = node
+    return t
+
+
 def apply(op: Any, *args: Any, **params: Any) -> Tensor:
     """Run `op`'s forward on the inputs' values; record a Node if any input requires grad."""
-    values = tuple(a._data if type(a) is Tensor else value_of(a, op.name) for a in args)
+    values = tuple([a._data if type(a) is Tensor else value_of(a, op.name) for a in args])
     try:
         ans = op.forward(*values, **params)
     except ValueError as e:
@@ -566,16 +592,18 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
             type(v) is np.ndarray and np.may_share_memory(ans, v) for v in values):
         ans.setflags(write=False)  # a view of an input: writing it would change that input
     if STATE.grad_enabled:
-        inputs = tuple(a if type(a) is Tensor and a._requires_grad else None for a in args)
-        if any(i is not None for i in inputs):
-            node = Node(op, inputs, values, ans, params)
-            if STATE.anomaly:
-                node.site = _user_site()
-                _check_finite(ans, f"the forward of {op.name}", node, values)
-            return Tensor._make(ans, node)
+        for a in args:
+            if type(a) is Tensor and a._requires_grad:
+                inputs = tuple([a if type(a) is Tensor and a._requires_grad else None
+                                for a in args])
+                node = Node(op, inputs, values, ans, params)
+                if STATE.anomaly:
+                    node.site = _user_site()
+                    _check_finite(ans, f"the forward of {op.name}", node, values)
+                return _new_tensor(ans, node)
     if STATE.anomaly:
         _check_finite(ans, f"the forward of {op.name}", None, values)
-    return Tensor._make(ans, None)
+    return _new_tensor(ans, None)
 
 
 def constant(fn: Callable[..., Any], *args: Any, name: str = "op") -> Tensor:
@@ -586,33 +614,49 @@ def constant(fn: Callable[..., Any], *args: Any, name: str = "op") -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # The reverse sweep
 # ---------------------------------------------------------------------------------------------
+# Every Node gets the next number when it is recorded, so a Tensor's consumers always carry
+# larger numbers than the Node that made it. Running the pending Nodes largest number first (a
+# heap) is therefore a topological order: when a Node runs, every consumer of its output has
+# already added its gradient contribution. One pass, each Node visited once, no recursion.
+
+
+def _freed_error(node: Node) -> RuntimeError:
+    return RuntimeError(f"backward: the tape behind this {node.op.name} was already freed by an "
+                        f"earlier backward(); pass retain_graph=True to the first backward() to "
+                        f"go through the graph a second time")
+
+
 def _toposort(root: Tensor, stop: set[int]) -> list[Tensor]:
-    """Tensors reachable from root that require grad, inputs before outputs. Iterative DFS."""
-    order: list[Tensor] = []
+    """Tensors on root's tape that require grad, inputs before outputs: the op outputs in the
+    order of their Node numbers (`run_backward` visits them in reverse), each leaf (or `stop`
+    Tensor) just before its first consumer."""
+    made: list[Tensor] = []
     seen = {id(root)}
-    stack: list[tuple[Tensor, Iterator[Tensor | None]]] = [(root, _parents(root, stop))]
-    while stack:
-        t, parents = stack[-1]
-        for p in parents:
+    todo = [root]
+    while todo:
+        t = todo.pop()
+        node = t._node
+        if node is None or id(t) in stop:
+            continue
+        if node.freed:
+            raise _freed_error(node)
+        made.append(t)
+        for p in node.inputs:
             if p is not None and id(p) not in seen:
                 seen.add(id(p))
-                stack.append((p, _parents(p, stop)))
-                break
-        else:
-            stack.pop()
-            order.append(t)
+                todo.append(p)
+    if not made:
+        return [root]
+    made.sort(key=lambda t: t._node.seq)  # type: ignore[union-attr]
+    order: list[Tensor] = []
+    placed: set[int] = set()
+    for t in made:
+        for p in t._node.inputs:  # type: ignore[union-attr]
+            if p is not None and (p._node is None or id(p) in stop) and id(p) not in placed:
+                placed.add(id(p))
+                order.append(p)
+        order.append(t)
     return order
-
-
-def _parents(t: Tensor, stop: set[int]) -> Iterator[Tensor | None]:
-    node = t._node
-    if node is None or id(t) in stop:
-        return iter(())
-    if node.freed:
-        raise RuntimeError(f"backward: the tape behind this {node.op.name} was already freed by "
-                           f"an earlier backward(); pass retain_graph=True to the first "
-                           f"backward() to go through the graph a second time")
-    return iter(node.inputs)
 
 
 def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
@@ -625,9 +669,9 @@ def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     return g.reshape(shape) if g.shape != shape else g
 
 
-def _fit(g: Any, value: Any, op: Any, i: int) -> Any:
+def _fit(g: Any, value: np.ndarray, op: Any, i: int) -> Any:
     """Bring an input's gradient to that input's shape and dtype: the one place for both."""
-    shape = np.shape(value)
+    shape = value.shape
     if g.shape != shape:
         got = g.shape
         try:
@@ -637,9 +681,8 @@ def _fit(g: Any, value: Any, op: Any, i: int) -> Any:
         if g is None or g.shape != shape:
             raise RuntimeError(f"{op.name}: the VJP for input {i} has shape {got} that "
                                f"does not reduce to the input's shape {shape} (a bug in the op)")
-    dtype = np.result_type(value)
-    if g.dtype != dtype and dtype.kind in "fc":
-        g = g.astype(dtype)
+    if g.dtype != value.dtype:
+        g = g.astype(value.dtype)
     return g
 
 
@@ -652,27 +695,56 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
     Otherwise they are returned, one per input (None where unreachable), and `.grad` is untouched.
     With `create_graph`, VJPs run on Tensors, so the gradients are themselves on the tape.
     """
-    stop = {id(t) for t in inputs} if inputs is not None else set()
-    order = _toposort(root, stop)
-    grads: dict[int, Any] = {id(root): upstream}
+    stop = {id(t) for t in inputs} if inputs is not None else None
+    if root._node is not None and root._node.freed:
+        raise _freed_error(root._node)
+    # Leaves (and requested inputs) may receive several contributions: they are summed into
+    # .grad (or into results) as they arrive; other Tensors wait in `grads` for their turn.
     results: dict[int, Any] = {}
-    handed: set[int] = {id(upstream)}  # arrays given to a leaf or by the caller: never alias
+    handed = {id(upstream)}  # arrays given to a leaf or by the caller: never aliased by a .grad
+    grads: dict[int, Any] = {}
+    heap: list[tuple[int, Tensor]] = []
+    if root._node is None or (stop is not None and id(root) in stop):
+        _deliver(root, upstream, stop, results, handed)
+    else:
+        grads[id(root)] = upstream
+        heap.append((-root._node.seq, root))
     anomaly = STATE.anomaly
     saved_mode = STATE.grad_enabled
     STATE.grad_enabled = create_graph
     try:
-        for t in reversed(order):
-            g = grads.pop(id(t), None)
-            node = t._node
-            if node is None or id(t) in stop:
-                if g is not None:
-                    if inputs is not None:
-                        results[id(t)] = g
-                    else:
-                        _accumulate(t, g, handed)
-                continue
-            if g is not None:
-                _run_vjp(t, node, g, grads, create_graph, anomaly)
+        while heap:
+            t = heappop(heap)[1]
+            g = grads.pop(id(t))
+            node: Node = t._node  # type: ignore[assignment]
+            if node.freed:
+                raise _freed_error(node)
+            op, values, params = node.op, node.values, node.params
+            xs, y = _recorded_operands(t, node) if create_graph else (values, node.ans)
+            all_grads = op.vjp_all(g, y, *xs, **params) if op.vjp_all is not None else None
+            for i, p in enumerate(node.inputs):
+                if p is None:
+                    continue
+                pg = all_grads[i] if all_grads is not None else op.vjps[i](g, y, *xs, **params)
+                if pg is None:
+                    continue
+                v = values[i]
+                if pg.shape != v.shape or pg.dtype != v.dtype:
+                    pg = _fit(pg, v, op, i)
+                if anomaly:
+                    _check_finite(pg._data if create_graph else pg,
+                                  f"the VJP of {op.name} (input {i})", node, values)
+                p_node = p._node
+                if p_node is None or (stop is not None and id(p) in stop):
+                    _deliver(p, pg, stop, results, handed)
+                    continue
+                k = id(p)
+                prev = grads.get(k)
+                if prev is None:
+                    grads[k] = pg
+                    heappush(heap, (-p_node.seq, p))
+                else:
+                    grads[k] = prev + pg
             if not retain_graph:
                 node.release()
     finally:
@@ -682,37 +754,26 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
     return [results.get(id(t)) for t in inputs]
 
 
-def _run_vjp(t: Tensor, node: Node, g: Any, grads: dict[int, Any], create_graph: bool,
-             anomaly: bool) -> None:
+def _deliver(t: Tensor, g: Any, stop: set[int] | None, results: dict[int, Any],
+             handed: set[int]) -> None:
+    if stop is None:
+        _accumulate(t, g, handed)
+    elif id(t) in stop:
+        prev = results.get(id(t))
+        results[id(t)] = g if prev is None else prev + g
+
+
+def _recorded_operands(t: Tensor, node: Node) -> tuple[tuple[Any, ...], Tensor]:
+    """For higher order, a VJP runs on the Tensors themselves, so what it computes is recorded."""
     op = node.op
-    values = node.values
-    if create_graph:
-        for p, v in zip(node.inputs, values):
-            if p is not None and p._data is not v:
-                raise RuntimeError(f"{op.name}: an input's .data was replaced after the op was "
-                                   f"recorded; higher-order derivatives need the original")
-        if "y" in op.reads and t._data is not node.ans:
-            raise RuntimeError(f"{op.name}: its output's .data was replaced after the op was "
+    for p, v in zip(node.inputs, node.values):
+        if p is not None and p._data is not v:
+            raise RuntimeError(f"{op.name}: an input's .data was replaced after the op was "
                                f"recorded; higher-order derivatives need the original")
-        xs = tuple(v if p is None else p for p, v in zip(node.inputs, values))
-        y: Any = t
-    else:
-        xs, y = values, node.ans
-    params = node.params
-    all_grads = op.vjp_all(g, y, *xs, **params) if op.vjp_all is not None else None
-    for i, p in enumerate(node.inputs):
-        if p is None:
-            continue
-        pg = all_grads[i] if all_grads is not None else op.vjps[i](g, y, *xs, **params)
-        if pg is None:
-            continue
-        pg = _fit(pg, values[i], op, i)
-        if anomaly:
-            _check_finite(pg if not create_graph else pg._data,
-                          f"the VJP of {op.name} (input {i})", node, values)
-        k = id(p)
-        prev = grads.get(k)
-        grads[k] = pg if prev is None else prev + pg
+    if "y" in op.reads and t._data is not node.ans:
+        raise RuntimeError(f"{op.name}: its output's .data was replaced after the op was "
+                           f"recorded; higher-order derivatives need the original")
+    return tuple(v if p is None else p for p, v in zip(node.inputs, node.values)), t
 
 
 def _accumulate(leaf: Tensor, g: Any, handed: set[int]) -> None:
@@ -725,7 +786,7 @@ def _accumulate(leaf: Tensor, g: Any, handed: set[int]) -> None:
         leaf.grad = g
         handed.add(id(g))
     else:
-        leaf.grad = leaf.grad + g
+        leaf.grad = np.add(leaf.grad, g, out=np.empty_like(g))  # an ndarray even when 0-d
 
 
 # ---------------------------------------------------------------------------------------------

@@ -326,6 +326,29 @@ def test_matmul(shapes: tuple[tuple[int, ...], tuple[int, ...]], seed: int) -> N
     check(lambda y: a @ y, [b], "matmul")             # ndarray @ Tensor
 
 
+@covers("linear")
+@given(lead=hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3),
+       n_in=st.integers(1, 3), n_out=st.integers(1, 3), bias=st.booleans(), seed=SEEDS)
+def test_linear(lead: tuple[int, ...], n_in: int, n_out: int, bias: bool, seed: int) -> None:
+    rng = rng_of(seed)
+    x, w, b = uniform(rng, lead + (n_in,)), uniform(rng, (n_out, n_in)), uniform(rng, (n_out,))
+    expected = x @ w.T + (b if bias else 0)
+    got = mg.linear(x, w, b if bias else None).data
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    if bias:
+        check(lambda x_, w_, b_: mg.linear(x_, w_, b_), [x, w, b], "linear")
+        check(lambda w_: mg.linear(x, w_, b), [w], "linear")  # the input needs no gradient
+    else:
+        check(lambda x_, w_: mg.linear(x_, w_), [x, w], "linear")
+
+
+def test_linear_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match=r"linear: .*\(2, 3\).*\(4, 2\)"):
+        mg.linear(np.ones((2, 3)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"linear: bias of shape \(3,\)"):
+        mg.linear(np.ones((2, 3)), np.ones((4, 3)), np.ones(3))
+
+
 # --------------------------------------------------------------------------------------------
 # Shape ops
 # --------------------------------------------------------------------------------------------

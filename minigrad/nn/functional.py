@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from minigrad import Tensor, log_softmax, relu, sigmoid, softmax, tanh
+from minigrad import Tensor, linear, log_softmax, relu, sigmoid, softmax, tanh
 
 __all__ = [
-    "cross_entropy", "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid", "softmax", "tanh",
+    "cross_entropy", "linear", "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid", "softmax", "tanh",
 ]
 
 Reduction = Literal["mean", "sum", "none"]

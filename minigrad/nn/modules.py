@@ -24,6 +24,7 @@ import numpy as np
 
 import minigrad as mg
 from minigrad import Tensor
+from minigrad.functions import linear as _linear
 
 __all__ = [
     "IncompatibleKeys", "Identity", "Linear", "LogSoftmax", "Module", "ReLU", "Sequential",
@@ -283,13 +284,11 @@ class Linear(Module):
             if bias else None)
 
     def forward(self, x: Any) -> Tensor:
-        try:
-            y = x @ self.weight.T
-        except ValueError:
+        shape = x.shape if isinstance(x, Tensor) else np.shape(x)
+        if shape[-1:] != (self.in_features,):
             raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape "
-                             f"{np.shape(x)} must end in in_features={self.in_features}") \
-                from None
-        return y + self.bias if self.bias is not None else y
+                             f"{shape} must end in in_features={self.in_features}")
+        return _linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
