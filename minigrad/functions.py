@@ -232,8 +232,8 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Te
                          f"weight must be (out_features, in_features) and the input end in "
                          f"in_features")
     if bias is not None and _shape(bias, "linear") not in ((sw[0],), ()):
-        raise ValueError(f"linear: bias of shape {_shape(bias, 'linear')} does not fit weight of shape "
-                         f"{sw}; it must be ({sw[0]},)")
+        raise ValueError(f"linear: bias of shape {_shape(bias, 'linear')} does not fit weight "
+                         f"of shape {sw}; it must be ({sw[0]},)")
     if bias is None:
         return apply(ops.linear, x, weight)
     return apply(ops.linear, x, weight, bias)

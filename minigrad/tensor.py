@@ -21,9 +21,9 @@ import linecache
 import os
 import sys
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from heapq import heappop, heappush
 from itertools import count
-from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -37,6 +37,7 @@ class _State:
     grad_enabled: bool = True
     anomaly: bool = False
     transform_depth: int = 0  # > 0 while a functional transform traces a function
+    vjp_of: str | None = None  # under anomaly with create_graph: the op whose VJP is recording
 
 
 STATE = _State()
@@ -599,11 +600,16 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
                 node = Node(op, inputs, values, ans, params)
                 if STATE.anomaly:
                     node.site = _user_site()
-                    _check_finite(ans, f"the forward of {op.name}", node, values)
+                    _check_finite(ans, _forward_what(op), node, values)
                 return _new_tensor(ans, node)
     if STATE.anomaly:
-        _check_finite(ans, f"the forward of {op.name}", None, values)
+        _check_finite(ans, _forward_what(op), None, values)
     return _new_tensor(ans, None)
+
+
+def _forward_what(op: Any) -> str:
+    inside = STATE.vjp_of
+    return f"the forward of {op.name}" + (f" inside the VJP of {inside}" if inside else "")
 
 
 def constant(fn: Callable[..., Any], *args: Any, name: str = "op") -> Tensor:
@@ -710,7 +716,7 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
         grads[id(root)] = upstream
         heap.append((-root._node.seq, root))
     anomaly = STATE.anomaly
-    saved_mode = STATE.grad_enabled
+    saved_mode, saved_vjp_of = STATE.grad_enabled, STATE.vjp_of
     STATE.grad_enabled = create_graph
     try:
         while heap:
@@ -721,6 +727,8 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                 raise _freed_error(node)
             op, values, params = node.op, node.values, node.params
             xs, y = _recorded_operands(t, node) if create_graph else (values, node.ans)
+            if anomaly and create_graph:
+                STATE.vjp_of = op.name
             all_grads = op.vjp_all(g, y, *xs, **params) if op.vjp_all is not None else None
             for i, p in enumerate(node.inputs):
                 if p is None:
@@ -748,7 +756,7 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
             if not retain_graph:
                 node.release()
     finally:
-        STATE.grad_enabled = saved_mode
+        STATE.grad_enabled, STATE.vjp_of = saved_mode, saved_vjp_of
     if inputs is None:
         return None
     return [results.get(id(t)) for t in inputs]

@@ -14,7 +14,8 @@ import numpy as np
 from minigrad import Tensor, linear, log_softmax, relu, sigmoid, softmax, tanh
 
 __all__ = [
-    "cross_entropy", "linear", "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid", "softmax", "tanh",
+    "cross_entropy", "linear", "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid", "softmax",
+    "tanh",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
