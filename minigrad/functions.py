@@ -8,6 +8,7 @@ so they are recorded; anything not listed raises TypeError instead of dropping t
 from __future__ import annotations
 
 import builtins
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -175,7 +176,7 @@ def mean(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over axis: the sum divided by the count."""
     shape = _shape(x, "mean")
     axes = _axes(axis, len(shape), "mean")
-    count = int(np.prod([shape[a] for a in axes]))
+    count = math.prod(shape[a] for a in axes)
     return apply(ops.divide, apply(ops.sum, x, axis=axes, keepdims=bool(keepdims)), count)
 
 

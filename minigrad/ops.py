@@ -164,7 +164,7 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@primitive(lambda g, y, x: np.where(y > 0, g, 0), reads="y")
+@primitive(lambda g, y, x: g * (y > 0), reads="y")
 def relu(x):
     """y = max(x, 0);  x̄ = ḡ·[x > 0]   (relu'(0) = 0)"""
     return np.maximum(x, 0)
@@ -223,7 +223,7 @@ def clip(x, lo, hi):
            _expand(_keep(g, axis, keepdims, x.ndim), x.shape))
 def sum(x, axis, keepdims):
     """y = Σ_axis x;  x̄ = ḡ broadcast back over axis"""
-    return x.sum(axis=axis, keepdims=keepdims)
+    return np.add.reduce(x, axis=axis, keepdims=keepdims)  # ndarray.sum's Python hop skipped
 
 
 def _extreme_vjp(g, y, x, axis, keepdims):
@@ -234,13 +234,13 @@ def _extreme_vjp(g, y, x, axis, keepdims):
 @primitive(_extreme_vjp, reads="xy")
 def amax(x, axis, keepdims):
     """y = max_axis x;  x̄ = ḡ·[x = y] / #ties   (ties share evenly)"""
-    return x.max(axis=axis, keepdims=keepdims)
+    return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
 
 
 @primitive(_extreme_vjp, reads="xy")
 def amin(x, axis, keepdims):
     """y = min_axis x;  x̄ = ḡ·[x = y] / #ties   (ties share evenly)"""
-    return x.min(axis=axis, keepdims=keepdims)
+    return np.minimum.reduce(x, axis=axis, keepdims=keepdims)
 
 
 # --- fused, stable softmax family (max subtracted; VJPs from the output, O(N·K)) ------------
@@ -248,16 +248,16 @@ def amin(x, axis, keepdims):
 @primitive(lambda g, y, x, axis: y * (g - (g * y).sum(axis=axis, keepdims=True)), reads="y")
 def softmax(x, axis):
     """y = eˣ / Σ eˣ;  x̄ = y·(ḡ − Σ_axis ḡ·y)   (never diag(y) − y yᵀ)"""
-    e = np.exp(x - x.max(axis=axis, keepdims=True, initial=-np.inf))
-    e /= e.sum(axis=axis, keepdims=True)
+    e = np.exp(x - np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf))
+    e /= np.add.reduce(e, axis=axis, keepdims=True)
     return e
 
 
 @primitive(lambda g, y, x, axis: g - np.exp(y) * g.sum(axis=axis, keepdims=True), reads="y")
 def log_softmax(x, axis):
     """y = x − logΣeˣ;  x̄ = ḡ − eʸ·Σ_axis ḡ"""
-    z = x - x.max(axis=axis, keepdims=True, initial=-np.inf)
-    z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    z = x - np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
+    z -= np.log(np.add.reduce(np.exp(z), axis=axis, keepdims=True))
     return z
 
 
@@ -271,10 +271,10 @@ def _logsumexp_vjp(g, y, x, axis, keepdims):
 @primitive(_logsumexp_vjp, reads="xy")
 def logsumexp(x, axis, keepdims):
     """y = log Σ_axis eˣ;  x̄ = ḡ·e^(x − y)"""
-    m = x.max(axis=axis, keepdims=True, initial=-np.inf)
+    m = np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
     m = np.where(np.isfinite(m), m, 0)
     with np.errstate(divide="ignore"):  # log 0 = −inf for an empty or all −inf axis
-        out = np.log(np.exp(x - m).sum(axis=axis, keepdims=True)) + m
+        out = np.log(np.add.reduce(np.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else out.squeeze(axis)
 
 

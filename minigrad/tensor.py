@@ -375,36 +375,36 @@ class Tensor:
                 upstream = upstream.astype(self.dtype)
         run_backward(self, upstream, retain_graph=retain_graph)
 
-    # -- operators (the definitions live in F.py) -----------------------------------------
+    # -- operators: one primitive each, straight to the table in ops.py ------------------
     def __add__(self, other: ArrayLike) -> Tensor:
-        return F.add(self, other)
+        return apply(ops.add, self, other)
 
     def __radd__(self, other: ArrayLike) -> Tensor:
-        return F.add(other, self)
+        return apply(ops.add, other, self)
 
     def __sub__(self, other: ArrayLike) -> Tensor:
-        return F.subtract(self, other)
+        return apply(ops.subtract, self, other)
 
     def __rsub__(self, other: ArrayLike) -> Tensor:
-        return F.subtract(other, self)
+        return apply(ops.subtract, other, self)
 
     def __mul__(self, other: ArrayLike) -> Tensor:
-        return F.multiply(self, other)
+        return apply(ops.multiply, self, other)
 
     def __rmul__(self, other: ArrayLike) -> Tensor:
-        return F.multiply(other, self)
+        return apply(ops.multiply, other, self)
 
     def __truediv__(self, other: ArrayLike) -> Tensor:
-        return F.divide(self, other)
+        return apply(ops.divide, self, other)
 
     def __rtruediv__(self, other: ArrayLike) -> Tensor:
-        return F.divide(other, self)
+        return apply(ops.divide, other, self)
 
     def __pow__(self, other: ArrayLike) -> Tensor:
-        return F.power(self, other)
+        return apply(ops.power, self, other)
 
     def __rpow__(self, other: ArrayLike) -> Tensor:
-        return F.power(other, self)
+        return apply(ops.power, other, self)
 
     def __matmul__(self, other: ArrayLike) -> Tensor:
         return F.matmul(self, other)
@@ -413,7 +413,7 @@ class Tensor:
         return F.matmul(other, self)
 
     def __neg__(self) -> Tensor:
-        return F.negative(self)
+        return apply(ops.negative, self)
 
     def __pos__(self) -> Tensor:
         return self
@@ -890,4 +890,5 @@ def ones(shape: int | Sequence[int], requires_grad: bool = False, dtype: Any = N
     return Tensor(np.ones(shape, dtype=dtype or np.float64), requires_grad=requires_grad)
 
 
-from minigrad import functions as F  # noqa: E402, N812  (functions build on this module)
+from minigrad import functions as F  # noqa: E402, N812  (both build on this module)
+from minigrad import ops  # noqa: E402

@@ -164,8 +164,23 @@ class Module:
     # -- training helpers ----------------------------------------------------------------------
     def zero_grad(self) -> None:
         """Reset every parameter's gradient to None (the next backward assigns a fresh one)."""
-        for p in self.parameters():
-            p.grad = None
+        # The same tree as parameters(), walked without names: this runs every training step.
+        todo: list[Module] = [self]
+        seen = {id(self)}
+        while todo:
+            stack = [value for _, value in todo.pop()._members()]
+            while stack:
+                value = stack.pop()
+                if isinstance(value, Tensor):
+                    value.grad = None  # only leaves that require grad ever hold one
+                elif isinstance(value, Module):
+                    if id(value) not in seen:
+                        seen.add(id(value))
+                        todo.append(value)
+                elif isinstance(value, (list, tuple)):
+                    stack.extend(value)
+                elif isinstance(value, dict):
+                    stack.extend(value.values())
 
     def train(self, mode: bool = True) -> Module:
         """Set the `training` flag of this module and every submodule; returns self."""
