@@ -73,14 +73,7 @@ def _lock(arrays: Sequence[Any]) -> tuple[np.ndarray, ...]:
             continue
         base = a.base
         if base is None and not _leaf_views:  # the common case: an array owning its memory
-            entry = _locks.get(id(a))
-            if entry is not None:
-                entry[1] += 1
-                locked.append(a)
-            elif a.flags.writeable:
-                a.setflags(write=False)
-                _locks[id(a)] = [a, 1]
-                locked.append(a)
+            _lock_one(a, locked)
             continue
         owner = base if isinstance(base, np.ndarray) else a
         group = [] if a is owner else [a]
@@ -90,15 +83,19 @@ def _lock(arrays: Sequence[Any]) -> tuple[np.ndarray, ...]:
                       and np.may_share_memory(v, a)]
         group.append(owner)
         for arr in group:
-            entry = _locks.get(id(arr))
-            if entry is not None:
-                entry[1] += 1
-                locked.append(arr)
-            elif arr.flags.writeable:
-                arr.setflags(write=False)
-                _locks[id(arr)] = [arr, 1]
-                locked.append(arr)
+            _lock_one(arr, locked)
     return tuple(locked)
+
+
+def _lock_one(arr: np.ndarray, locked: list[np.ndarray]) -> None:
+    entry = _locks.get(id(arr))
+    if entry is not None:
+        entry[1] += 1
+        locked.append(arr)
+    elif arr.flags.writeable:
+        arr.setflags(write=False)
+        _locks[id(arr)] = [arr, 1]
+        locked.append(arr)
 
 
 def _unlock(locked: tuple[np.ndarray, ...]) -> None:
