@@ -173,11 +173,11 @@ def sum(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # n
 
 
 def mean(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
-    """Mean over axis: the sum divided by the count."""
+    """Mean over axis (all axes by default)."""
     shape = _shape(x, "mean")
     axes = _axes(axis, len(shape), "mean")
-    count = math.prod(shape[a] for a in axes)
-    return apply(ops.divide, apply(ops.sum, x, axis=axes, keepdims=bool(keepdims)), count)
+    return apply(ops.mean, x, axis=axes, keepdims=bool(keepdims),
+                 count=math.prod(shape[a] for a in axes))
 
 
 def max(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
@@ -303,10 +303,14 @@ def getitem(x: ArrayLike, index: Any) -> Tensor:
 def _unwrap_index(index: Any) -> Any:
     if isinstance(index, tuple):
         return tuple(_unwrap_index(i) for i in index)
+    # Index arrays are copied (they are small next to the data): the tape keeps its own, so the
+    # caller may reuse theirs at once, and a later write to it cannot move the gradient.
     if isinstance(index, Tensor):
         if index.dtype.kind not in "biu":
             raise IndexError(f"getitem: index Tensors must be integer or bool, got {index.dtype}")
-        return index._data
+        return index._data.copy()
+    if isinstance(index, np.ndarray):
+        return index.copy()
     if isinstance(index, (list, range)):
         arr = np.asarray(index)
         return arr.astype(np.intp) if arr.size == 0 else arr  # [] indexes nothing, as NumPy

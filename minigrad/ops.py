@@ -226,6 +226,13 @@ def sum(x, axis, keepdims):
     return np.add.reduce(x, axis=axis, keepdims=keepdims)  # ndarray.sum's Python hop skipped
 
 
+@primitive(lambda g, y, x, axis, keepdims, count:
+           _expand(_keep(g, axis, keepdims, x.ndim) / count, x.shape))
+def mean(x, axis, keepdims, count):
+    """y = Σ_axis x / n;  x̄ = ḡ / n broadcast back over axis"""
+    return np.add.reduce(x, axis=axis, keepdims=keepdims) / count
+
+
 def _extreme_vjp(g, y, x, axis, keepdims):
     hit = (x == _keep(y, axis, keepdims, x.ndim)).astype(g.dtype)
     return _keep(g, axis, keepdims, x.ndim) * hit / hit.sum(axis=axis, keepdims=True)
@@ -345,7 +352,7 @@ def broadcast_to(x, shape):
     return np.broadcast_to(x, shape)
 
 
-@primitive(lambda g, y, x, index, basic: _scatter(g, index, x.shape, basic), reads="p")
+@primitive(lambda g, y, x, index, basic: _scatter(g, index, x.shape, basic))
 def getitem(x, index, basic):
     """y = x[index];  x̄ = zeros with ḡ added at index   (repeated indices accumulate)"""
     return x[index]
@@ -361,7 +368,7 @@ def _scatter_add_forward(g, index, shape, basic):
 
 
 scatter_add = Primitive("scatter_add", _scatter_add_forward,
-                        (lambda g, y, src, index, shape, basic: g[index],), reads="p",
+                        (lambda g, y, src, index, shape, basic: g[index],),
                         math="y = zeros(shape) with src added at index;  s̄rc = ḡ[index]")
 
 
@@ -392,7 +399,7 @@ stack = Primitive("stack", _stack,
 
 TABLE: tuple[Primitive, ...] = (
     add, subtract, multiply, divide, power, negative, exp, log, sqrt, tanh, sigmoid, relu,
-    absolute, astype, maximum, minimum, where, clip, sum, amax, amin, softmax, log_softmax,
+    absolute, astype, maximum, minimum, where, clip, sum, mean, amax, amin, softmax, log_softmax,
     logsumexp, matmul, linear, reshape, transpose, broadcast_to, getitem, scatter_add, concatenate,
     stack,
 )

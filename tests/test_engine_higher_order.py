@@ -466,6 +466,7 @@ SECOND_ORDER: list[tuple[str, Callable[..., Any], list[np.ndarray]]] = [
      [_u(24, (2, 3)), _u(25, (3,))]),
     ("clip", lambda a: a.clip(-1.0, 1.0) * a, [_grid(26, (5,), 0.25)]),
     ("sum", lambda a: a.sum(axis=0) * a.sum(axis=(0, 1), keepdims=True), [_u(27, (2, 3))]),
+    ("mean", lambda a: a.mean(axis=1) * a.mean(keepdims=True) ** 2, [_u(50, (2, 3))]),
     ("amax", lambda a: a.max(axis=1, keepdims=True) * a, [NO_TIES]),
     ("amin", lambda a: a.min(axis=0) * a, [NO_TIES]),
     ("softmax", lambda a: a.softmax(0), [_u(28, (2, 3))]),
