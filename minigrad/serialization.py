@@ -119,6 +119,9 @@ def save(state: Any, path: PathLike) -> None:
     arrays[MARKER] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
 
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"save: the directory {directory!r} for {os.fspath(path)!r} "
+                                f"does not exist; create it first (os.makedirs)")
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:

@@ -124,6 +124,13 @@ def test_save_writes_exactly_the_given_path(tmp_path):
     assert mg.load(str(tmp_path / "policy.ckpt")) == {"x": 1}
 
 
+def test_save_into_a_missing_directory_names_the_directory(tmp_path):
+    target = tmp_path / "runs" / "ckpt.npz"
+    with pytest.raises(FileNotFoundError, match=r"save: the directory .*runs.* does not exist"):
+        mg.save({"w": np.ones(2)}, target)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_save_refuses_what_it_cannot_store_without_pickle(tmp_path):
     path = tmp_path / "ck.npz"
     mg.save({"ok": 1}, path)
