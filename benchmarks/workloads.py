@@ -454,6 +454,55 @@ def _chain_variant(x0: np.ndarray, n: int) -> Variant:
                         autograd=autograd_impl), ops=n, rtol=1e-12)
 
 
+# =============================================================================================
+# W7: what detect_anomaly costs, outside the block and inside it
+# =============================================================================================
+def w7(quick: bool) -> list[Variant]:
+    """W0's step twice: as is, and inside mg.detect_anomaly(). Outside the block an op pays one
+    flag read (STATE.anomaly), timed here on its own; inside, every op records its creating line
+    and checks its output and VJP results for NaN/Inf."""
+    import timeit
+
+    from minigrad.tensor import STATE
+
+    x0 = np.array([0.1, -0.2, 0.3, -0.4])
+    n = 200_000 if not quick else 2_000
+    flag_read_ns = min(timeit.repeat("STATE.anomaly", globals={"STATE": STATE}, number=n,
+                                     repeat=5)) / n * 1e9
+    variants = []
+    for inside in (False, True):
+        def numpy_impl() -> Impl:
+            x = x0.copy()
+
+            def step() -> Any:
+                y = np.tanh(x * 2 + 1)
+                gx = 1 - y * y
+                gx *= 2
+                return y.sum(), gx
+            return Impl(step, lambda r: [r[1]])
+
+        def minigrad_impl(inside: bool = inside) -> Impl:
+            x = mg.tensor(x0, requires_grad=True)
+
+            def plain() -> Any:
+                x.grad = None
+                ((x * 2 + 1).tanh()).sum().backward()
+                return x.grad
+
+            def checked() -> Any:
+                with mg.detect_anomaly():
+                    return plain()
+            return Impl(checked if inside else plain, lambda r: [r])
+
+        name = "W7-inside" if inside else "W7-outside"
+        what = ("W0's step inside mg.detect_anomaly()" if inside else
+                f"W0's step, no detect_anomaly (an op's cost of the off switch: one flag read, "
+                f"{flag_read_ns:.0f} ns)")
+        variants.append(Variant(name, "W7", what, dict(numpy=numpy_impl, minigrad=minigrad_impl),
+                                ops=4, rtol=1e-12))
+    return variants
+
+
 WORKLOADS: dict[str, Callable[[bool], list[Variant]]] = {
-    "W0": w0, "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5,
+    "W0": w0, "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W7": w7,
 }
