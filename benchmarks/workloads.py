@@ -498,8 +498,10 @@ def w7(quick: bool) -> list[Variant]:
         what = ("W0's step inside mg.detect_anomaly()" if inside else
                 f"W0's step, no detect_anomaly (an op's cost of the off switch: one flag read, "
                 f"{flag_read_ns:.0f} ns)")
+        note = ("inside detect_anomaly()" if inside else
+                f"off switch: one flag read per op, {flag_read_ns:.0f} ns")
         variants.append(Variant(name, "W7", what, dict(numpy=numpy_impl, minigrad=minigrad_impl),
-                                ops=4, rtol=1e-12))
+                                ops=4, rtol=1e-12, notes=[note]))
     return variants
 
 
