@@ -142,12 +142,13 @@ def play_vector_env(envs: Any, policy: nn.Module, rng: np.random.Generator, seed
         actions = sample(action_probs(params, obs), rng.random(n))
         next_obs, rewards, terminated, truncated, _ = envs.step(actions)
         done = terminated | truncated
-        for i in np.flatnonzero(~resetting):
+        rows, acts, rews, ends = list(obs), actions.tolist(), rewards.tolist(), done.tolist()
+        for i in np.flatnonzero(~resetting).tolist():
             o, a, r = buffers[i]
-            o.append(obs[i])
-            a.append(int(actions[i]))
-            r.append(float(rewards[i]))
-            if done[i]:
+            o.append(rows[i])
+            a.append(acts[i])
+            r.append(rews[i])
+            if ends[i]:
                 buffers[i] = ([], [], [])
                 yield (np.asarray(o, dtype=np.float64), np.asarray(a), r,
                        bool(truncated[i] and not terminated[i]))

@@ -180,14 +180,23 @@ def test_two_moons_learns(tmp_path: Path) -> None:
 # --- full training: opt in with `pytest -m slow` ------------------------------------------------
 @pytest.mark.slow
 @needs_gym
-@pytest.mark.parametrize("seed", [0, 1])
-def test_cartpole_solves_and_the_saved_policy_is_greedy_good(tmp_path: Path, seed: int) -> None:
+def test_cartpole_solves_seeds_0_to_9(tmp_path: Path) -> None:
+    """Issue 4's bar: all of seeds 0-9 reach the 100-episode mean >= 475 within 2,000 episodes,
+    at a median of at most 500 episodes (about 10-20 s in all)."""
+    episodes = []
+    for seed in range(10):
+        m = LAST_LINE.match(run("cartpole_reinforce.py", "--seed", str(seed), "--quiet",
+                                cwd=tmp_path, timeout=900)[-1])
+        assert m and m.group(2) == "yes" and float(m.group(6)) >= 475, (seed, m)
+        episodes.append(int(m.group(3)))
+    assert max(episodes) <= 2000 and float(np.median(episodes)) <= 500, episodes
+
+
+@pytest.mark.slow
+@needs_gym
+def test_cartpole_saved_policy_is_good_greedily(tmp_path: Path) -> None:
     ckpt = tmp_path / "policy.npz"
-    lines = run("cartpole_reinforce.py", "--seed", str(seed), "--quiet", "--save", str(ckpt),
-                cwd=tmp_path, timeout=900)
-    m = LAST_LINE.match(lines[-1])
-    assert m and m.group(2) == "yes", lines[-1]
-    assert int(m.group(3)) <= 2000 and float(m.group(6)) >= 475
-    lines = run("cartpole_reinforce.py", "--eval", str(ckpt), "--quiet", cwd=tmp_path)
-    m = EVAL_LINE.match(lines[-1])
-    assert m and float(m.group(2)) >= 475, lines[-1]
+    run("cartpole_reinforce.py", "--seed", "0", "--quiet", "--save", str(ckpt), cwd=tmp_path)
+    m = EVAL_LINE.match(run("cartpole_reinforce.py", "--eval", str(ckpt), "--quiet",
+                            cwd=tmp_path)[-1])
+    assert m and float(m.group(2)) >= 475, m
