@@ -177,7 +177,7 @@ class Node:
         self.seq = next(_node_numbers)  # consumers are numbered after producers
         reads = op.reads
         if not reads:
-            self.locked = ()
+            self.locked: tuple[np.ndarray, ...] = ()
             return
         if reads == "x":
             saved: Any = values
@@ -185,7 +185,7 @@ class Node:
             saved = (ans,)
         else:
             saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
-            if "p" in reads:  # array parameters: where's cond, an index, clip's bounds
+            if "p" in reads:  # array parameters: where's cond, clip's bounds
                 for v in params.values():
                     saved += v if isinstance(v, tuple) else (v,)
         self.locked = _lock(saved)
