@@ -23,6 +23,12 @@ The algorithm (Williams' REINFORCE with a normalised-return baseline):
    ten-step episodes, the normalised returns reward whatever the first steps did, and without it
    about one seed in 200 collapses to always pushing one way and never recovers.
 
+The saved policy (`--save`, and what `--eval` plays greedily) is an exponential moving average
+of the weights over the last ~20 updates (`--average 0.95`, Polyak averaging). The last weights
+are one noisy REINFORCE step away from that average, and although they solve the task
+stochastically, played greedily they occasionally let the cart drift off the track (about 1 seed
+in 100 scored below 475 over 20 greedy episodes; with the average, 1 in 500).
+
 Defaults (hidden 32, lr 0.02, 2 episodes per update, gamma 0.99, entropy 0.01, no clipping) were
 chosen on seeds 0-59 and validated on seeds 100-599; `--num-envs N` steps Gymnasium's vector
 CartPole instead (one batched forward per step for all N sub-environments).
@@ -222,6 +228,7 @@ def train(args: argparse.Namespace) -> int:
     steps = 0
     batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # obs, actions, returns
     solved = False
+    average = [p.data.copy() for p in policy.parameters()]  # Polyak average of the weights
     bar = progress(args.episodes, args.quiet)
     t0 = time.perf_counter()
     for obs, actions, rewards, cut in play(env, policy, rng, args.seed):
@@ -248,6 +255,8 @@ def train(args: argparse.Namespace) -> int:
                    np.concatenate([b[1] for b in batch]), np.concatenate([b[2] for b in batch]),
                    args.entropy, args.clip)
             batch = []
+            for avg, p in zip(average, policy.parameters()):
+                avg += (1.0 - args.average) * (p.data - avg)
     seconds = time.perf_counter() - t0
     env.close()
     if bar is not None:
@@ -255,7 +264,7 @@ def train(args: argparse.Namespace) -> int:
         bar.close()
 
     if args.save:
-        _save(args, policy, opt, len(ep_returns))
+        _save(args, policy, average, opt, len(ep_returns))
         if not args.quiet:
             print(f"saved the policy to {args.save}  (evaluate: python {sys.argv[0]} "
                   f"--eval {args.save})")
@@ -271,12 +280,16 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save(args: argparse.Namespace, policy: nn.Module, opt: optim.Adam, episodes: int) -> None:
-    directory = os.path.dirname(os.path.abspath(args.save))
-    os.makedirs(directory, exist_ok=True)
-    mg.save({"policy": policy.state_dict(), "optimizer": opt.state_dict(),
+def _save(args: argparse.Namespace, policy: nn.Module, average: list[np.ndarray],
+          opt: optim.Adam, episodes: int) -> None:
+    """"policy": the averaged weights (what --eval plays); "policy_last" and "optimizer": the
+    last weights and Adam's state. Both policies load into the same torch.nn.Sequential."""
+    os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
+    averaged = {name: avg.copy() for (name, _), avg in zip(policy.named_parameters(), average)}
+    mg.save({"policy": averaged, "policy_last": policy.state_dict(),
+             "optimizer": opt.state_dict(),
              "config": {"env": args.env, "hidden": args.hidden, "seed": args.seed,
-                        "episodes": episodes}}, args.save)
+                        "episodes": episodes, "average": args.average}}, args.save)
 
 
 def _plot(path: str, ep_returns: list[float], threshold: float,
@@ -354,6 +367,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--entropy", type=float, default=0.01,
                     help="entropy bonus: keeps early updates from collapsing the policy")
     ap.add_argument("--clip", type=float, default=None, help="max gradient norm (off if unset)")
+    ap.add_argument("--average", type=float, default=0.95, metavar="DECAY",
+                    help="the saved policy is an exponential moving average of the weights, "
+                         "updated after each step with this decay (0: the last weights)")
     ap.add_argument("--num-envs", type=int, default=1,
                     help="sub-environments of Gymnasium's vector CartPole stepped together")
     ap.add_argument("--save", metavar="PATH", default=None,
@@ -370,6 +386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--episodes, --batch-episodes, --hidden and --num-envs must be positive")
     if not 0.0 <= args.gamma <= 1.0 or not math.isfinite(args.lr) or args.lr <= 0:
         ap.error("--gamma must be in [0, 1] and --lr positive")
+    if not 0.0 <= args.average < 1.0:
+        ap.error("--average must be in [0, 1)")
     return args
 
 

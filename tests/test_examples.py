@@ -61,6 +61,10 @@ def test_cartpole_short_run_save_eval_plot(tmp_path: Path) -> None:
     state = mg.load(ckpt)
     assert state["config"]["env"] == "CartPole-v1"
     assert state["policy"]["0.weight"].shape == (32, 4)
+    # "policy" is the running average of the weights, "policy_last" the last weights
+    assert state["policy"].keys() == state["policy_last"].keys() == {
+        "0.weight", "0.bias", "2.weight", "2.bias"}
+    assert not np.array_equal(state["policy"]["2.weight"], state["policy_last"]["2.weight"])
     lines = run("cartpole_reinforce.py", "--eval", str(ckpt), "--quiet", cwd=tmp_path)
     m = EVAL_LINE.match(lines[-1])
     assert m and m.group(1) == "20", lines[-1]
