@@ -353,34 +353,44 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        description="REINFORCE on Gymnasium CartPole with a minigrad softmax policy.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--seed", type=int, default=0, help="seeds the env, the init and the actions")
+        description="REINFORCE on Gymnasium CartPole with a minigrad softmax policy.")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seeds the env, the initialisation and the actions (default %(default)s)")
     ap.add_argument("--env", default=None,
-                    help="Gymnasium id (default CartPole-v1; with --eval, the checkpoint's); the "
-                         "target is env.spec.reward_threshold")
-    ap.add_argument("--episodes", type=int, default=2000, help="at most this many episodes")
-    ap.add_argument("--hidden", type=int, default=32, help="hidden units")
-    ap.add_argument("--lr", type=float, default=0.02, help="Adam's learning rate")
-    ap.add_argument("--gamma", type=float, default=0.99, help="discount")
-    ap.add_argument("--batch-episodes", type=int, default=2, help="episodes per update")
+                    help=f"Gymnasium id (default {DEFAULT_ENV}; with --eval, the checkpoint's); "
+                         f"training stops at env.spec.reward_threshold")
+    ap.add_argument("--episodes", type=int, default=2000,
+                    help="at most this many episodes (default %(default)s)")
+    ap.add_argument("--hidden", type=int, default=32, help="hidden units (default %(default)s)")
+    ap.add_argument("--lr", type=float, default=0.02,
+                    help="Adam's learning rate (default %(default)s)")
+    ap.add_argument("--gamma", type=float, default=0.99, help="discount (default %(default)s)")
+    ap.add_argument("--batch-episodes", type=int, default=2,
+                    help="episodes per update (default %(default)s)")
     ap.add_argument("--entropy", type=float, default=0.01,
-                    help="entropy bonus: keeps early updates from collapsing the policy")
-    ap.add_argument("--clip", type=float, default=None, help="max gradient norm (off if unset)")
+                    help="entropy bonus; keeps early updates from collapsing the policy "
+                         "(default %(default)s)")
+    ap.add_argument("--clip", type=float, default=None,
+                    help="clip the gradient's norm to this (default: no clipping)")
     ap.add_argument("--average", type=float, default=0.95, metavar="DECAY",
-                    help="the saved policy is an exponential moving average of the weights, "
-                         "updated after each step with this decay (0: the last weights)")
-    ap.add_argument("--num-envs", type=int, default=1,
-                    help="sub-environments of Gymnasium's vector CartPole stepped together")
+                    help="the saved policy is an exponential moving average of the weights "
+                         "with this decay per update; 0 saves the last weights "
+                         "(default %(default)s)")
+    ap.add_argument("--num-envs", type=int, default=1, metavar="N",
+                    help="step N sub-environments of Gymnasium's vector CartPole together "
+                         "(default %(default)s: one plain environment)")
     ap.add_argument("--save", metavar="PATH", default=None,
-                    help=f"checkpoint path (default {DEFAULT_SAVE} when no --save/--plot/"
-                         f"--quiet is given)")
+                    help=f"write the checkpoint here (a run without --save, --plot and --quiet "
+                         f"saves to {DEFAULT_SAVE})")
     ap.add_argument("--plot", metavar="PATH", default=None,
-                    help=f"learning-curve PNG (default {DEFAULT_PLOT}, as for --save)")
+                    help=f"write the learning-curve PNG here (a run without --save, --plot and "
+                         f"--quiet plots to {DEFAULT_PLOT}); needs matplotlib")
     ap.add_argument("--eval", metavar="PATH", default=None,
-                    help="load a checkpoint and run greedy episodes instead of training")
-    ap.add_argument("--eval-episodes", type=int, default=20, help="episodes for --eval")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar, only the last line")
+                    help="load a checkpoint and play greedy episodes instead of training")
+    ap.add_argument("--eval-episodes", type=int, default=20, metavar="N",
+                    help="episodes for --eval (default %(default)s)")
+    ap.add_argument("--quiet", action="store_true",
+                    help="no progress bar and no messages: only the last line")
     args = ap.parse_args(argv)
     if min(args.episodes, args.batch_episodes, args.hidden, args.num_envs) < 1:
         ap.error("--episodes, --batch-episodes, --hidden and --num-envs must be positive")
