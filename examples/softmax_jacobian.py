@@ -288,7 +288,9 @@ def in_place(rng: np.random.Generator) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description="The softmax Jacobian, and why backprop never "
+                                 "needs it: the runnable answer to 'my softmax derivative "
+                                 "gives a (20,20) matrix and backprop breaks'.",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true",
                     help="small sizes for section 4 (N=512, K=100): a smoke test")

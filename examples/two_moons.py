@@ -68,14 +68,17 @@ def plot_boundary(path: str, model: nn.Module, x: np.ndarray, y: np.ndarray, mu:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Two-moons MLP classifier on minigrad.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n", type=int, default=1000, help="points (80%% train, 20%% test)")
-    ap.add_argument("--noise", type=float, default=0.15, help="std of the Gaussian noise")
-    ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=300, help="full-batch Adam steps")
-    ap.add_argument("--lr", type=float, default=0.01)
+    ap = argparse.ArgumentParser(description="Two-moons MLP classifier on minigrad.")
+    ap.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    ap.add_argument("--n", type=int, default=1000,
+                    help="points, 80%% train and 20%% test (default %(default)s)")
+    ap.add_argument("--noise", type=float, default=0.15,
+                    help="std of the Gaussian noise (default %(default)s)")
+    ap.add_argument("--hidden", type=int, default=32, help="hidden units (default %(default)s)")
+    ap.add_argument("--steps", type=int, default=300,
+                    help="full-batch Adam steps (default %(default)s)")
+    ap.add_argument("--lr", type=float, default=0.01,
+                    help="Adam's learning rate (default %(default)s)")
     ap.add_argument("--plot", metavar="PATH", default=None, help="decision-boundary PNG")
     ap.add_argument("--quiet", action="store_true", help="only the last line")
     args = ap.parse_args(argv)
