@@ -245,7 +245,12 @@ class Tensor:
     @staticmethod
     def _make(data: np.ndarray, node: Node | None) -> Tensor:
         """The internal constructor for op outputs: no checks, no conversions."""
-        return _new_tensor(data, node)
+        t = object.__new__(Tensor)
+        t._data = data
+        t.grad = None
+        t._requires_grad = node is not None
+        t._node = node
+        return t
 
     @property
     def requires_grad(self) -> bool:
@@ -567,13 +572,7 @@ def value_of(a: Any, op_name: str) -> Any:
                     f"use a Tensor, an ndarray or a Python number")
 
 
-def _new_tensor(data: np.ndarray, node: Node | None, _new: Any = object.__new__) -> Tensor:
-    t = _new(Tensor)
-    t._data = data
-    t.grad = None
-    t._requires_grad = node is not None
-    t._node = node
-    return t
+_new_tensor = Tensor._make  # looked up once, not per op
 
 
 def apply(op: Any, *args: Any, **params: Any) -> Tensor:
@@ -781,17 +780,22 @@ def _recorded_operands(t: Tensor, node: Node) -> tuple[tuple[Any, ...], Tensor]:
     return tuple(v if p is None else p for p, v in zip(node.inputs, node.values)), t
 
 
-def _accumulate(leaf: Tensor, g: Any, handed: set[int]) -> None:
-    # A leaf's .grad is the user's to change in place (optimizers, clip_grad_norm_): it must not
-    # share memory with anything else, and must be an ndarray of exactly the leaf's dtype.
+def owned(g: Any, handed: set[int], dtype: Any = None) -> np.ndarray:
+    """g as an ndarray the caller may change in place: a copy unless g is a writeable array
+    that owns its memory and was not handed out already (gradients given to users: optimizers
+    and clip_grad_norm_ scale them in place). Records what it hands out in `handed`."""
     if (type(g) is not np.ndarray or g.base is not None or id(g) in handed
-            or not g.flags.writeable or g.dtype != leaf._data.dtype):
-        g = np.array(g, dtype=leaf._data.dtype)
+            or not g.flags.writeable or (dtype is not None and g.dtype != dtype)):
+        g = np.array(g, dtype=dtype)
+    handed.add(id(g))
+    return g
+
+
+def _accumulate(leaf: Tensor, g: Any, handed: set[int]) -> None:
     if leaf.grad is None:
-        leaf.grad = g
-        handed.add(id(g))
+        leaf.grad = owned(g, handed, leaf._data.dtype)
     else:
-        leaf.grad = np.add(leaf.grad, g, out=np.empty_like(g))  # an ndarray even when 0-d
+        leaf.grad = np.add(leaf.grad, g, out=np.empty_like(leaf._data))  # ndarray even when 0-d
 
 
 # ---------------------------------------------------------------------------------------------

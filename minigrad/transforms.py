@@ -25,6 +25,7 @@ from minigrad.tensor import (
     Tensor,
     _toposort,
     no_grad,
+    owned,
     run_backward,
 )
 
@@ -98,10 +99,7 @@ def _sweep(out: Tensor, upstream: Any, xs: Sequence[Tensor], create: bool,
         if g is None:
             g = np.zeros_like(x._data)
         elif not create:
-            g = np.asarray(g)
-            if g.base is not None or not g.flags.writeable or id(g) in handed:
-                g = g.copy()
-        handed.add(id(g))
+            g = owned(g, handed)
         results.append(g if isinstance(g, Tensor) else Tensor._make(g, None))
     return results
 
