@@ -283,8 +283,11 @@ def in_place(rng: np.random.Generator) -> None:
         except ValueError as e:
             print(f"  minigrad: {what}: ValueError: {e}")
     loss.backward()
-    ht.data *= 0.5  # after backward() freed the tape the arrays are writeable again
-    print("  after loss.backward() frees the tape, the same arrays are writeable again")
+    w2.data -= 0.1 * w2.grad  # the tape is freed: parameters are writeable again
+    h_copy = np.array(ht)  # an op's output stays read-only for good; a copy is yours to change
+    h_copy *= 0.5
+    print("  after loss.backward() frees the tape, parameters are writeable again (an op's "
+          "output stays read-only: np.array(t) gives a copy you may change)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,8 +4,9 @@
     src = mg.to_dot(loss)           # Graphviz DOT text, no dependency
     mg.draw(loss, "graph.svg")      # rendered, with the optional `graphviz` package and `dot`
 
-This module only reads the tape: a Tensor's `_node`, each Node's op, inputs, values, output and
-params, and each primitive's `reads` (which arrays its VJP needs). The engine never imports it.
+This module only reads the tape: each op output's record (op, inputs, values, output, params;
+see `Tensor`) and each primitive's `reads` (which arrays its VJP needs). The engine never
+imports it.
 The walk is the engine's own iterative topological sort (`tensor._toposort`), so the order shown
 is exactly the order of `backward()` and a graph 100,000 ops deep is no problem.
 
@@ -26,7 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from minigrad.function import FunctionCtx
-from minigrad.tensor import Node, Tensor, _toposort
+from minigrad.tensor import Tensor, _toposort
 
 
 class TapeRow(NamedTuple):
@@ -125,15 +126,15 @@ def _walk(root: Tensor, caller: str) -> list[Tensor]:
                            f"backward(retain_graph=True)") from e
 
 
-def _saved(node: Node) -> list[Any]:
-    """The distinct arrays node's VJP reads (see the module docstring for the rule)."""
-    reads = node.op.reads
+def _saved(node: Tensor) -> list[Any]:
+    """The distinct arrays the VJP of the op that made node reads (see the module docstring)."""
+    reads = node._op.reads
     candidates: list[Any] = []
     if "x" in reads:
-        candidates += node.values
+        candidates += node._values
     if "y" in reads:
-        candidates.append(node.ans)
-    for p in node.params.values():
+        candidates.append(node._ans)
+    for p in node._params.values():
         if isinstance(p, FunctionCtx):
             candidates += p.saved
         elif isinstance(p, tuple):  # an index tuple may hold integer or boolean arrays
@@ -173,18 +174,17 @@ def tape(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Tape:
     dtype_names: dict[np.dtype[Any], str] = {}  # str(dtype) is slow; a big tape has few dtypes
     for k in reversed(range(len(order))):  # backward() visits the order in reverse
         x = order[k]
-        node = x._node
         dtype = dtype_names.get(x.dtype) or dtype_names.setdefault(x.dtype, str(x.dtype))
-        if node is None:
+        if x._op is None:
             leaves.append(TapeRow(k, "leaf", (), x.shape, dtype, 0, 0, name=labels.get(id(x))))
             continue
-        saved = _saved(node)
+        saved = _saved(x)
         for a in saved:
             distinct[id(a)] = a.nbytes
         inputs = tuple(ids[id(p)] if p is not None else _constant(v)
-                       for p, v in zip(node.inputs, node.values))
-        rows.append(TapeRow(k, node.op.name, inputs, x.shape, dtype,
-                            sum(a.nbytes for a in saved), len(saved), site=node.site))
+                       for p, v in zip(x._inputs, x._values))
+        rows.append(TapeRow(k, x._op.name, inputs, x.shape, dtype, sum(a.nbytes for a in saved),
+                            len(saved), site=getattr(x, "_site", None)))
     leaves.sort(key=lambda r: r.id)
     return Tape(rows, leaves, sum(distinct.values()), root_requires_grad=t.requires_grad)
 
@@ -213,22 +213,21 @@ def to_dot(t: Tensor, names: Mapping[str, Tensor] | None = None) -> str:
         lines.append(f"  t0 [shape=ellipse, style=dashed, label={_quote(label)}];")
     constants: dict[int, str] = {}  # id(array) -> DOT name, so a shared constant is drawn once
     n_constants = 0
-    steps_left = sum(x._node is not None for x in order)  # backward() runs the last op first
+    steps_left = sum(x._op is not None for x in order)  # backward() runs the last op first
     for k, x in enumerate(order):
-        node = x._node
         name = labels.get(id(x))
         label = f"%{k}" + (f" {name}" if name else "") + f"\n{_shape(x.shape)} {x.dtype}"
-        if node is None:
+        if x._op is None:
             style = ', style=filled, fillcolor="#cfe2ff"'
         else:
             style = ", peripheries=2" if k == len(order) - 1 else ""
         lines.append(f"  t{k} [shape=ellipse, label={_quote(label)}{style}];")
-        if node is None:
+        if x._op is None:
             continue
-        op_label = f"{node.op.name}\nVJP #{steps_left}"
+        op_label = f"{x._op.name}\nVJP #{steps_left}"
         steps_left -= 1
         lines.append(f"  op{k} [shape=box, style=rounded, label={_quote(op_label)}];")
-        for p, v in zip(node.inputs, node.values):
+        for p, v in zip(x._inputs, x._values):
             if p is not None:
                 lines.append(f"  t{ids[id(p)]} -> op{k};")
                 continue

@@ -1,18 +1,18 @@
-"""The tape: `Tensor`, the `Node` each operation records, and the reverse sweep.
+"""The tape: `Tensor`, the operation each op output records, and the reverse sweep.
 
 Every operation on Tensors goes through `apply(op, *args)`: it runs the op's NumPy forward and,
-when an input requires grad, records a `Node` holding what the op's VJP will need. A Tensor made
-by an op points at its Node; a Node points at its input Tensors. `backward()` sorts that graph
-once (iteratively, each node visited once) and walks it from the output to the leaves, calling
-each op's VJP from the table in `ops.py`. No Jacobian is ever built.
+when an input requires grad, returns a Tensor that also records how it was made: the op, its
+input Tensors, the input values the forward used, its output and parameters. That record is the
+tape (a Tensor made by an op is its own node, so recording costs one object). `backward()`
+walks it from the output to the leaves in one pass, calling each op's VJP from the table in
+`ops.py`. No Jacobian is ever built.
 
-Arrays a VJP reads (inputs or output of the forward, or an array parameter such as an index)
-are made read-only while the tape holds them, so an in-place write that would change a gradient
-is refused instead of silently applied; they become writeable again when `backward()` frees the
-tape or the graph is dropped. Locking covers the whole memory: the array, the array owning its
-memory, and any leaf Tensor's view of that memory. An op output that is a view of an input
-(a slice, `.T`, a reshape) is read-only from the start, so no Tensor can write into memory the
-tape saved.
+Nothing the tape saved can be changed in place. A recorded op's output is read-only from birth
+and stays so (as in JAX: copy it, `np.array(t)`, to get an array you may write). Other arrays a
+VJP reads (leaves' values such as parameters and inputs, or an array parameter such as an index)
+are made read-only while the tape holds them and writeable again when `backward()` frees the tape
+or the graph is dropped. Locking covers the whole memory: the array, the array owning its memory,
+and any leaf Tensor's view of that memory.
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ _waiting: dict[int, list[np.ndarray]] = {}
 _leaf_views: dict[int, list[weakref.ref[np.ndarray]]] = {}
 
 
-def _lock(arrays: Sequence[Any]) -> tuple[np.ndarray, ...]:
+def _lock(arrays: Sequence[Any]) -> list[np.ndarray]:
     """Make each array, the leaf-held views overlapping it and its memory owner read-only;
-    return what was locked, owners last."""
+    return what was locked, owners last. A read-only array owning its memory that we did not
+    lock (a recorded op's output, born read-only) needs nothing."""
     locked: list[np.ndarray] = []
     for a in arrays:
         if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
@@ -84,7 +85,7 @@ def _lock(arrays: Sequence[Any]) -> tuple[np.ndarray, ...]:
         group.append(owner)
         for arr in group:
             _lock_one(arr, locked)
-    return tuple(locked)
+    return locked
 
 
 def _lock_one(arr: np.ndarray, locked: list[np.ndarray]) -> None:
@@ -98,7 +99,7 @@ def _lock_one(arr: np.ndarray, locked: list[np.ndarray]) -> None:
         locked.append(arr)
 
 
-def _unlock(locked: tuple[np.ndarray, ...]) -> None:
+def _unlock(locked: Sequence[np.ndarray]) -> None:
     # Owners were locked after their views: release them first, since a view can only be made
     # writeable while its owner is.
     for arr in reversed(locked):
@@ -152,58 +153,36 @@ def _note_leaf_view(arr: np.ndarray) -> None:
     refs.append(weakref.ref(arr, forget))
 
 
-# ---------------------------------------------------------------------------------------------
-# Node: one recorded operation
-# ---------------------------------------------------------------------------------------------
-_node_numbers = count()
+class _Lease(list):  # type: ignore[type-arg]
+    """The arrays one recorded op locked (owners last): unlocked by `backward()` or, when the
+    graph is dropped without one, when the op's output is collected."""
 
-class Node:
-    """What `backward()` needs to run one op's VJP.
-
-    `inputs[i]` is the i-th input Tensor when it requires grad, else None (no gradient flows
-    there); `values[i]` is the input value the forward used; `ans` the output it produced.
-    """
-
-    __slots__ = ("op", "inputs", "values", "ans", "params", "locked", "site", "seq")
-
-    def __init__(self, op: Any, inputs: tuple[Tensor | None, ...], values: tuple[Any, ...],
-                 ans: np.ndarray, params: dict[str, Any]) -> None:
-        self.op = op
-        self.inputs = inputs
-        self.values = values
-        self.ans = ans
-        self.params = params
-        self.site: str | None = None
-        self.seq = next(_node_numbers)  # consumers are numbered after producers
-        reads = op.reads
-        if not reads:
-            self.locked: tuple[np.ndarray, ...] = ()
-            return
-        if reads == "x":
-            saved: Any = values
-        elif reads == "y":
-            saved = (ans,)
-        else:
-            saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
-            if "p" in reads:  # array parameters: where's cond, clip's bounds
-                for v in params.values():
-                    saved += v if isinstance(v, tuple) else (v,)
-        self.locked = _lock(saved)
-
-    @property
-    def freed(self) -> bool:
-        return self.values is None
+    __slots__ = ()
 
     def release(self) -> None:
-        """Free what the tape saved; a later backward through here raises."""
-        if self.locked:
-            _unlock(self.locked)
-            self.locked = ()
-        self.inputs = self.values = self.ans = None  # type: ignore[assignment]
+        if self:
+            _unlock(self)
+            self.clear()
 
     def __del__(self) -> None:
-        if self.locked:
-            _unlock(self.locked)
+        if self:
+            _unlock(self)
+
+
+def _save(reads: str, values: tuple[Any, ...], ans: np.ndarray,
+          params: dict[str, Any]) -> _Lease | None:
+    """Lock what an op's VJP reads ("x" inputs, "y" output, "p" array parameters)."""
+    if reads == "x":
+        saved: Any = values
+    elif reads == "y":
+        saved = (ans,)
+    else:
+        saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
+        if "p" in reads:  # array parameters: where's cond, clip's bounds
+            for v in params.values():
+                saved += v if isinstance(v, tuple) else (v,)
+    locked = _lock(saved)
+    return _Lease(locked) if locked else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,12 +199,30 @@ def _as_array(data: Any, dtype: Any, copy: bool) -> np.ndarray:
 
 
 class Tensor:
-    """An ndarray value plus, when it was made by a recorded op, the Node that made it.
+    """An ndarray value plus, when a recorded op made it, how: the tape's node.
 
     `Tensor(data)` may share an ndarray's memory when no cast is needed; `mg.tensor` copies.
     """
 
-    __slots__ = ("_data", "grad", "_requires_grad", "_node", "__weakref__")
+    # _op is None for a leaf. An op output also holds what its VJP needs: _inputs (the input
+    # Tensors, None where no gradient flows), _values (the input values the forward used), _ans
+    # (the output it produced), _params, _lease (arrays it locked), _seq (recording number), _g
+    # (its gradient while backward() runs) and, under detect_anomaly, _site. Leaves leave those
+    # unset. _values is None once backward() freed the node.
+    __slots__ = ("_data", "grad", "_requires_grad", "_op", "_inputs", "_values", "_ans",
+                 "_params", "_lease", "_seq", "_g", "_site", "__weakref__")
+    _data: np.ndarray
+    grad: np.ndarray | None
+    _requires_grad: bool
+    _op: Any  # ops.Primitive | None
+    _inputs: Any  # tuple[Tensor | None, ...], None once freed
+    _values: Any  # tuple of the input values, None once freed
+    _ans: Any
+    _params: Any
+    _lease: _Lease | None
+    _seq: int
+    _g: Any
+    _site: str
     __hash__ = object.__hash__  # == is elementwise, so identity keeps Tensors usable as keys
 
     def __init__(self, data: ArrayLike, requires_grad: bool = False, dtype: Any = None,
@@ -240,16 +237,16 @@ class Tensor:
         self._data = arr
         self.grad: np.ndarray | None = None
         self._requires_grad = bool(requires_grad)
-        self._node: Node | None = None
+        self._op: Any = None
 
     @staticmethod
-    def _make(data: np.ndarray, node: Node | None) -> Tensor:
-        """The internal constructor for op outputs: no checks, no conversions."""
-        t = object.__new__(Tensor)
+    def _make(data: np.ndarray) -> Tensor:
+        """The internal constructor for values off the tape: no checks, no conversions."""
+        t = _new(Tensor)
         t._data = data
         t.grad = None
-        t._requires_grad = node is not None
-        t._node = node
+        t._requires_grad = False
+        t._op = None
         return t
 
     @property
@@ -297,7 +294,7 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._node is None
+        return self._op is None
 
     def numpy(self) -> np.ndarray:
         """The value as an ndarray (the same memory, read-only while the tape needs it)."""
@@ -314,7 +311,7 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """The same memory, off the tape."""
-        return Tensor._make(self._data, None)
+        return Tensor._make(self._data)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         # np.asarray(t) leaves the tape explicitly and gives the value.
@@ -345,8 +342,8 @@ class Tensor:
         extra = ""
         if self._data.dtype != np.float64 and self._data.dtype.kind == "f":
             extra += f", dtype={self._data.dtype}"
-        if self._node is not None:
-            extra += f", op={self._node.op.name}"
+        if self._op is not None:
+            extra += f", op={self._op.name}"
         elif self.requires_grad:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
@@ -555,13 +552,14 @@ class Tensor:
 # Recording
 # ---------------------------------------------------------------------------------------------
 _SCALARS = (float, int, bool, np.generic)
+_OPERANDS = (np.ndarray, *_SCALARS)
 
 
 def value_of(a: Any, op_name: str) -> Any:
     """An operand's NumPy value: a Tensor's array; an ndarray or a scalar as is."""
     if isinstance(a, Tensor):
         return a._data
-    if isinstance(a, (np.ndarray, *_SCALARS)):
+    if isinstance(a, _OPERANDS):
         return a
     if isinstance(a, (list, tuple)):
         arr = np.asarray(a)
@@ -572,12 +570,19 @@ def value_of(a: Any, op_name: str) -> Any:
                     f"use a Tensor, an ndarray or a Python number")
 
 
-_new_tensor = Tensor._make  # looked up once, not per op
+_new = object.__new__
+_next_seq = count().__next__  # recording numbers: consumers are numbered after producers
 
 
 def apply(op: Any, *args: Any, **params: Any) -> Tensor:
-    """Run `op`'s forward on the inputs' values; record a Node if any input requires grad."""
-    values = tuple([a._data if type(a) is Tensor else value_of(a, op.name) for a in args])
+    """Run `op`'s forward on the inputs' values; when an input requires grad, the output
+    records the op (it becomes a node of the tape)."""
+    if len(args) == 2:  # most ops: spelled out, as this runs for every op
+        a, b = args
+        values: tuple[Any, ...] = (a._data if type(a) is Tensor else value_of(a, op.name),
+                                   b._data if type(b) is Tensor else value_of(b, op.name))
+    else:
+        values = tuple([a._data if type(a) is Tensor else value_of(a, op.name) for a in args])
     try:
         ans = op.forward(*values, **params)
     except ValueError as e:
@@ -585,22 +590,50 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
         raise ValueError(f"{op.name}: {e} (input shapes {shapes})") from None
     if type(ans) is not np.ndarray:
         ans = np.asarray(ans)
-    elif ans.base is not None and ans.flags.writeable and any(
-            type(v) is np.ndarray and np.may_share_memory(ans, v) for v in values):
-        ans.setflags(write=False)  # a view of an input: writing it would change that input
     if STATE.grad_enabled:
         for a in args:
-            if type(a) is Tensor and a._requires_grad:
-                inputs = tuple([a if type(a) is Tensor and a._requires_grad else None
-                                for a in args])
-                node = Node(op, inputs, values, ans, params)
-                if STATE.anomaly:
-                    node.site = _user_site()
-                    _check_finite(ans, _forward_what(op), node, values)
-                return _new_tensor(ans, node)
+            if isinstance(a, Tensor) and a._requires_grad:
+                return _record(op, args, values, ans, params)
+    if ans.base is not None and ans.flags.writeable and any(
+            type(v) is np.ndarray and np.may_share_memory(ans, v) for v in values):
+        ans.setflags(write=False)  # a view of an input: writing it would change that input
     if STATE.anomaly:
         _check_finite(ans, _forward_what(op), None, values)
-    return _new_tensor(ans, None)
+    t = _new(Tensor)
+    t._data = ans
+    t.grad = None
+    t._requires_grad = False
+    t._op = None
+    return t
+
+
+def _record(op: Any, args: tuple[Any, ...], values: tuple[Any, ...], ans: np.ndarray,
+            params: dict[str, Any]) -> Tensor:
+    t = _new(Tensor)
+    t._data = t._ans = ans
+    t.grad = t._g = None
+    t._requires_grad = True
+    t._op = op
+    if len(args) == 2:
+        a, b = args
+        t._inputs = (a if isinstance(a, Tensor) and a._requires_grad else None,
+                     b if isinstance(b, Tensor) and b._requires_grad else None)
+    else:
+        t._inputs = tuple([a if isinstance(a, Tensor) and a._requires_grad else None
+                           for a in args])
+    t._values = values
+    t._params = params
+    t._seq = _next_seq()
+    for v in values:
+        if v is ans:  # the forward returned an input as is (astype to its own dtype)
+            break
+    else:
+        ans.setflags(write=False)  # born read-only: nothing can change what the tape saved
+    t._lease = _save(op.reads, values, ans, params) if op.reads else None
+    if STATE.anomaly:
+        t._site = _user_site()
+        _check_finite(ans, _forward_what(op), t, values)
+    return t
 
 
 def _forward_what(op: Any) -> str:
@@ -610,51 +643,50 @@ def _forward_what(op: Any) -> str:
 
 def constant(fn: Callable[..., Any], *args: Any, name: str = "op") -> Tensor:
     """Apply a non-differentiable function (comparisons, argmax): never requires grad."""
-    return Tensor._make(np.asarray(fn(*(value_of(a, name) for a in args))), None)
+    return Tensor._make(np.asarray(fn(*(value_of(a, name) for a in args))))
 
 
 # ---------------------------------------------------------------------------------------------
 # The reverse sweep
 # ---------------------------------------------------------------------------------------------
-# Every Node gets the next number when it is recorded, so a Tensor's consumers always carry
-# larger numbers than the Node that made it. Running the pending Nodes largest number first (a
-# heap) is therefore a topological order: when a Node runs, every consumer of its output has
-# already added its gradient contribution. One pass, each Node visited once, no recursion.
+# Every op output gets the next number when it is recorded, so a Tensor's consumers always carry
+# larger numbers than the Tensor itself. Running the pending nodes largest number first (a heap)
+# is therefore a topological order: when a node runs, every consumer of its output has already
+# added its gradient contribution. One pass, each node visited once, no recursion.
 
 
-def _freed_error(node: Node) -> RuntimeError:
-    return RuntimeError(f"backward: the tape behind this {node.op.name} was already freed by an "
+def _freed_error(t: Tensor) -> RuntimeError:
+    return RuntimeError(f"backward: the tape behind this {t._op.name} was already freed by an "
                         f"earlier backward(); pass retain_graph=True to the first backward() to "
                         f"go through the graph a second time")
 
 
 def _toposort(root: Tensor, stop: set[int]) -> list[Tensor]:
     """Tensors on root's tape that require grad, inputs before outputs: the op outputs in the
-    order of their Node numbers (`run_backward` visits them in reverse), each leaf (or `stop`
+    order of their recording numbers (`run_backward` visits them in reverse), each leaf (or `stop`
     Tensor) just before its first consumer."""
     made: list[Tensor] = []
     seen = {id(root)}
     todo = [root]
     while todo:
         t = todo.pop()
-        node = t._node
-        if node is None or id(t) in stop:
+        if t._op is None or id(t) in stop:
             continue
-        if node.freed:
-            raise _freed_error(node)
+        if t._values is None:
+            raise _freed_error(t)
         made.append(t)
-        for p in node.inputs:
+        for p in t._inputs:
             if p is not None and id(p) not in seen:
                 seen.add(id(p))
                 todo.append(p)
     if not made:
         return [root]
-    made.sort(key=lambda t: t._node.seq)  # type: ignore[union-attr]
+    made.sort(key=lambda t: t._seq)
     order: list[Tensor] = []
     placed: set[int] = set()
     for t in made:
-        for p in t._node.inputs:  # type: ignore[union-attr]
-            if p is not None and (p._node is None or id(p) in stop) and id(p) not in placed:
+        for p in t._inputs:
+            if p is not None and (p._op is None or id(p) in stop) and id(p) not in placed:
                 placed.add(id(p))
                 order.append(p)
         order.append(t)
@@ -698,35 +730,35 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
     With `create_graph`, VJPs run on Tensors, so the gradients are themselves on the tape.
     """
     stop = {id(t) for t in inputs} if inputs is not None else None
-    if root._node is not None and root._node.freed:
-        raise _freed_error(root._node)
+    if root._op is not None and root._values is None:
+        raise _freed_error(root)
     # Leaves (and requested inputs) may receive several contributions: they are summed into
-    # .grad (or into results) as they arrive; other Tensors wait in `grads` for their turn.
+    # .grad (or into results) as they arrive; an op output collects its own in t._g until its
+    # turn comes.
     results: dict[int, Any] = {}
     handed = {id(upstream)}  # arrays given to a leaf or by the caller: never aliased by a .grad
-    grads: dict[int, Any] = {}
     heap: list[tuple[int, Tensor]] = []
-    if root._node is None or (stop is not None and id(root) in stop):
+    if root._op is None or (stop is not None and id(root) in stop):
         _deliver(root, upstream, stop, results, handed)
     else:
-        grads[id(root)] = upstream
-        heap.append((-root._node.seq, root))
+        root._g = upstream
+        heap.append((-root._seq, root))
     anomaly = STATE.anomaly
     saved_mode, saved_vjp_of = STATE.grad_enabled, STATE.vjp_of
     STATE.grad_enabled = create_graph
     try:
         while heap:
             t = heappop(heap)[1]
-            g = grads.pop(id(t))
-            node: Node = t._node  # type: ignore[assignment]
-            if node.freed:
-                raise _freed_error(node)
-            op, values, params = node.op, node.values, node.params
-            xs, y = _recorded_operands(t, node) if create_graph else (values, node.ans)
+            g = t._g
+            t._g = None
+            op, values, params = t._op, t._values, t._params
+            if values is None:
+                raise _freed_error(t)
+            xs, y = _recorded_operands(t) if create_graph else (values, t._ans)
             if anomaly and create_graph:
                 STATE.vjp_of = op.name
             all_grads = op.vjp_all(g, y, *xs, **params) if op.vjp_all is not None else None
-            for i, p in enumerate(node.inputs):
+            for i, p in enumerate(t._inputs):
                 if p is None:
                     continue
                 pg = all_grads[i] if all_grads is not None else op.vjps[i](g, y, *xs, **params)
@@ -737,22 +769,24 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                     pg = _fit(pg, v, op, i)
                 if anomaly:
                     _check_finite(pg._data if create_graph else pg,
-                                  f"the VJP of {op.name} (input {i})", node, values)
-                p_node = p._node
-                if p_node is None or (stop is not None and id(p) in stop):
+                                  f"the VJP of {op.name} (input {i})", t, values)
+                if p._op is None or (stop is not None and id(p) in stop):
                     _deliver(p, pg, stop, results, handed)
                     continue
-                k = id(p)
-                prev = grads.get(k)
+                prev = p._g
                 if prev is None:
-                    grads[k] = pg
-                    heappush(heap, (-p_node.seq, p))
+                    p._g = pg
+                    heappush(heap, (-p._seq, p))
                 else:
-                    grads[k] = prev + pg
+                    p._g = prev + pg
             if not retain_graph:
-                node.release()
+                if t._lease is not None:
+                    t._lease.release()
+                t._inputs = t._values = t._ans = t._params = t._lease = None
     finally:
         STATE.grad_enabled, STATE.vjp_of = saved_mode, saved_vjp_of
+        for _, t in heap:  # stopped by an error: drop the gradients still pending
+            t._g = None
     if inputs is None:
         return None
     return [results.get(id(t)) for t in inputs]
@@ -767,17 +801,17 @@ def _deliver(t: Tensor, g: Any, stop: set[int] | None, results: dict[int, Any],
         results[id(t)] = g if prev is None else prev + g
 
 
-def _recorded_operands(t: Tensor, node: Node) -> tuple[tuple[Any, ...], Tensor]:
+def _recorded_operands(t: Tensor) -> tuple[tuple[Any, ...], Tensor]:
     """For higher order, a VJP runs on the Tensors themselves, so what it computes is recorded."""
-    op = node.op
-    for p, v in zip(node.inputs, node.values):
+    op = t._op
+    for p, v in zip(t._inputs, t._values):
         if p is not None and p._data is not v:
             raise RuntimeError(f"{op.name}: an input's .data was replaced after the op was "
                                f"recorded; higher-order derivatives need the original")
-    if "y" in op.reads and t._data is not node.ans:
+    if "y" in op.reads and t._data is not t._ans:
         raise RuntimeError(f"{op.name}: its output's .data was replaced after the op was "
                            f"recorded; higher-order derivatives need the original")
-    return tuple(v if p is None else p for p, v in zip(node.inputs, node.values)), t
+    return tuple(v if p is None else p for p, v in zip(t._inputs, t._values)), t
 
 
 def owned(g: Any, handed: set[int], dtype: Any = None) -> np.ndarray:
@@ -861,7 +895,7 @@ def _user_site() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}: {src}"
 
 
-def _check_finite(arr: Any, what: str, node: Node | None, values: tuple[Any, ...]) -> None:
+def _check_finite(arr: Any, what: str, node: Tensor | None, values: tuple[Any, ...]) -> None:
     arr = np.asarray(arr)
     if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
         bad = "NaN" if np.isnan(arr).any() else "Inf"
@@ -869,8 +903,9 @@ def _check_finite(arr: Any, what: str, node: Node | None, values: tuple[Any, ...
         if node is None:  # a forward: the op is being created right now
             site = _user_site()
         else:  # a VJP: the forward may have run outside the block, where no line was kept
-            site = node.site or ("a line not recorded (the forward pass ran outside "
-                                 "detect_anomaly(); run it inside the block to see where)")
+            site = getattr(node, "_site", None) or (
+                "a line not recorded (the forward pass ran outside detect_anomaly(); run it "
+                "inside the block to see where)")
         raise RuntimeError(f"detect_anomaly: {what} produced {bad} (input shapes {shapes}, "
                            f"output shape {arr.shape}); the op was created at {site}")
 

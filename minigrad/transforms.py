@@ -67,7 +67,7 @@ def _closes_over_tape(out: Tensor, xs: Sequence[Tensor]) -> bool:
     if not (STATE.grad_enabled and out.requires_grad):
         return False
     stop = {id(x) for x in xs}
-    return any(t._node is None and id(t) not in stop for t in _toposort(out, stop))
+    return any(t._op is None and id(t) not in stop for t in _toposort(out, stop))
 
 
 def _as_output(out: Any, name: str) -> Tensor:
@@ -86,9 +86,9 @@ def _sweep(out: Tensor, upstream: Any, xs: Sequence[Tensor], create: bool,
     tape when `create`, else fresh ndarrays that share memory with nothing (not the upstream,
     not each other)."""
     if not out.requires_grad:
-        return [Tensor._make(np.zeros_like(x._data), None) for x in xs]
+        return [Tensor._make(np.zeros_like(x._data)) for x in xs]
     if create and not isinstance(upstream, Tensor):
-        upstream = Tensor._make(upstream, None)
+        upstream = Tensor._make(upstream)
     with _tracing() if create else no_grad():
         gs = run_backward(out, upstream, retain_graph=retain or create, inputs=xs,
                           create_graph=create)
@@ -100,7 +100,7 @@ def _sweep(out: Tensor, upstream: Any, xs: Sequence[Tensor], create: bool,
             g = np.zeros_like(x._data)
         elif not create:
             g = owned(g, handed)
-        results.append(g if isinstance(g, Tensor) else Tensor._make(g, None))
+        results.append(g if isinstance(g, Tensor) else Tensor._make(g))
     return results
 
 
@@ -202,13 +202,13 @@ def jvp(f: Callable[..., Any], primals: Sequence[ArrayLike], tangents: Sequence[
     nested = nested or _closes_over_tape(out, xs)
     with _tracing():
         if not out.requires_grad:
-            return out, Tensor._make(np.zeros_like(out._data), None)
+            return out, Tensor._make(np.zeros_like(out._data))
         u = Tensor(np.zeros_like(out._data), requires_grad=True)  # the VJP is linear in u
         gs = run_backward(out, u, retain_graph=True, inputs=xs, create_graph=True)
         assert gs is not None
         terms = [(g * t).sum() for g, t in zip(gs, ts) if g is not None and g.requires_grad]
     if not terms:
-        return out, Tensor._make(np.zeros_like(out._data), None)
+        return out, Tensor._make(np.zeros_like(out._data))
     with _tracing():
         total = terms[0]
         for term in terms[1:]:

@@ -41,12 +41,12 @@ def ops_in_graph(t: mg.Tensor) -> set[str]:
     names: set[str] = set()
     stack, seen = [t], set()
     while stack:
-        node = stack.pop()._node
-        if node is None or id(node) in seen:
+        node = stack.pop()
+        if node._op is None or id(node) in seen:
             continue
         seen.add(id(node))
-        names.add(node.op.name)
-        stack.extend(i for i in node.inputs if i is not None)
+        names.add(node._op.name)
+        stack.extend(i for i in node._inputs if i is not None)
     return names
 
 

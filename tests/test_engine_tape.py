@@ -293,6 +293,46 @@ def test_a_user_read_only_array_stays_read_only() -> None:
     assert not arr.flags.writeable  # minigrad never unlocks what it did not lock
 
 
+def test_recorded_outputs_are_read_only_for_good() -> None:
+    """An op output on the tape is born read-only (nothing to lock or unlock per op) and stays
+    so after backward(); outputs computed off the tape stay writeable; np.array(t) copies."""
+    x = mg.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    h = x.tanh()
+    y = (h * 2.0).sum()
+    for t in (h, y):
+        with pytest.raises(ValueError):
+            t.data[...] = 0.0
+    y.backward()
+    np.testing.assert_allclose(x.grad, 2 * (1 - np.tanh(x.data) ** 2))
+    assert not h.data.flags.writeable
+    copy = np.array(h)
+    copy *= 2.0  # a copy is the user's own
+    x.data -= 0.1 * x.grad  # the leaf is writeable again
+    with mg.no_grad():
+        assert x.tanh().data.flags.writeable
+    assert (mg.tensor([1.0, 2.0]) * 2).data.flags.writeable  # no input requires grad
+
+
+def test_an_output_that_is_its_input_does_not_lock_the_leaf_for_good() -> None:
+    """astype to a Tensor's own dtype may return the input array itself: the leaf must become
+    writeable again after backward, not inherit the born-read-only rule."""
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    y = x.astype(np.float64)
+    loss = (y * y).sum()
+    loss.backward()
+    np.testing.assert_allclose(x.grad, [2.0, 4.0])
+    x.data[0] = 3.0
+
+
+def test_a_tensor_subclass_is_recorded() -> None:
+    class Named(mg.Tensor):
+        __slots__ = ("label",)
+
+    x = Named([1.0, 2.0], requires_grad=True)
+    (x * x + 2.0 * x).sum().backward()
+    np.testing.assert_allclose(x.grad, [4.0, 6.0])
+
+
 # --------------------------------------------------------------------------------------------
 # Leaf grads never alias each other, the upstream, or anything the tape holds
 # --------------------------------------------------------------------------------------------
@@ -471,7 +511,7 @@ def test_intermediates_are_freed_after_backward_without_the_gc() -> None:
         loss.backward()
         assert all(r() is None for r in refs), "intermediate Tensors outlived backward"
         assert saved() is None, "a saved array outlived backward"
-        assert loss._node is not None and loss._node.freed
+        assert loss._op is not None and loss._values is None  # its own record freed too
     finally:
         gc.enable()
 
