@@ -30,10 +30,13 @@ def _shape(x: Any, name: str) -> tuple[int, ...]:
     return np.shape(value_of(x, name))  # TypeError for anything that is not an operand
 
 
+_ALL_AXES = [tuple(range(n)) for n in range(8)]
+
+
 def _axes(axis: Axis, ndim: int, name: str) -> tuple[int, ...]:
     """Normalise an axis argument to a sorted tuple of non-negative axes."""
     if axis is None:
-        return tuple(range(ndim))
+        return _ALL_AXES[ndim] if ndim < 8 else tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for ax in axes:
@@ -168,6 +171,8 @@ def astype(x: ArrayLike, dtype: Any) -> Tensor:
 # --- reductions ---------------------------------------------------------------------------------
 def sum(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Sum over axis (all axes by default)."""
+    if axis is None and type(x) is Tensor and x._data.ndim < 8:  # the common case, short
+        return apply(ops.sum, x, axis=_ALL_AXES[x._data.ndim], keepdims=bool(keepdims))
     axes = _axes(axis, len(_shape(x, "sum")), "sum")
     return apply(ops.sum, x, axis=axes, keepdims=bool(keepdims))
 

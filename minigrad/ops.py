@@ -25,33 +25,38 @@ from minigrad.tensor import Tensor, apply, sum_to
 
 
 class Primitive:
-    """One row of the table: name, forward, VJPs (one per input, or one for all), what it reads."""
+    """One row of the table: name, forward, VJPs (one per input, or one for all), what it reads;
+    for some one-input ops also `vjp_in_place`, the same VJP written into g's own memory, which
+    `backward()` uses when nobody else holds g (one big temporary less per activation)."""
 
-    __slots__ = ("name", "forward", "vjps", "vjp_all", "reads", "math")
+    __slots__ = ("name", "forward", "vjps", "vjp_all", "reads", "math", "vjp_in_place")
 
     def __init__(self, name: str, forward: Callable[..., Any],
                  vjps: tuple[Callable[..., Any], ...] = (),
                  vjp_all: Callable[..., Any] | None = None, reads: str = "",
-                 math: str = "") -> None:
+                 math: str = "", vjp_in_place: Callable[..., Any] | None = None) -> None:
         self.name, self.forward, self.vjps, self.vjp_all = name, forward, vjps, vjp_all
-        self.reads, self.math = reads, math
+        self.reads, self.math, self.vjp_in_place = reads, math, vjp_in_place
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}: {self.math}>"
 
 
-def primitive(*vjps: Callable[..., Any], reads: str = "", vjp_all: Callable[..., Any] | None = None
+def primitive(*vjps: Callable[..., Any], reads: str = "", vjp_all: Callable[..., Any] | None = None,
+              direct: Callable[..., Any] | None = None, in_place: Callable[..., Any] | None = None
               ) -> Callable[[Callable[..., Any]], Primitive]:
-    """Decorate a NumPy forward with its VJPs; its docstring is the math."""
+    """Decorate a NumPy forward with its VJPs; its docstring is the math. `direct`: a NumPy
+    callable that is exactly the forward, run in its place (a Python call less per op).
+    `in_place`: the VJP computed into g's memory (see Primitive)."""
     def make(forward: Callable[..., Any]) -> Primitive:
-        return Primitive(forward.__name__, forward, vjps, vjp_all, reads,
-                         (forward.__doc__ or "").strip())
+        return Primitive(forward.__name__, direct or forward, vjps, vjp_all, reads,
+                         (forward.__doc__ or "").strip(), in_place)
     return make
 
 
 def _keep(a: Any, axis: tuple[int, ...], keepdims: bool, ndim: int) -> Any:
     """Reinsert reduced axes as size 1, so a reduction's output broadcasts against its input."""
-    if keepdims:
+    if keepdims or a.ndim == 0:  # a 0-d value broadcasts against anything as it is
         return a
     shape = list(a.shape)
     for ax in sorted(axis):
@@ -81,31 +86,31 @@ def _scatter(g: Any, index: Any, shape: tuple[int, ...], basic: bool) -> Any:
 # =============================================================================================
 # --- arithmetic (elementwise, NumPy broadcasting) -------------------------------------------
 @primitive(lambda g, y, a, b: g,
-           lambda g, y, a, b: g)
+           lambda g, y, a, b: g, direct=np.add)
 def add(a, b):
     """y = a + b;  ā = ḡ,  b̄ = ḡ"""
-    return a + b
+    return np.add(a, b)
 
 
 @primitive(lambda g, y, a, b: g,
-           lambda g, y, a, b: -g)
+           lambda g, y, a, b: -g, direct=np.subtract)
 def subtract(a, b):
     """y = a − b;  ā = ḡ,  b̄ = −ḡ"""
-    return a - b
+    return np.subtract(a, b)
 
 
 @primitive(lambda g, y, a, b: g * b,
-           lambda g, y, a, b: g * a, reads="x")
+           lambda g, y, a, b: g * a, reads="x", direct=np.multiply)
 def multiply(a, b):
     """y = a·b;  ā = ḡ·b,  b̄ = ḡ·a"""
-    return a * b
+    return np.multiply(a, b)
 
 
 @primitive(lambda g, y, a, b: g / b,
-           lambda g, y, a, b: -g * y / b, reads="xy")
+           lambda g, y, a, b: -g * y / b, reads="xy", direct=np.divide)
 def divide(a, b):
     """y = a / b;  ā = ḡ / b,  b̄ = −ḡ·y / b"""
-    return a / b
+    return np.divide(a, b)
 
 
 def _pow_base_vjp(g, y, a, b):
@@ -126,54 +131,58 @@ def power(a, b):
     return a ** b
 
 
-@primitive(lambda g, y, x: -g)
+@primitive(lambda g, y, x: -g, direct=np.negative)
 def negative(x):
     """y = −x;  x̄ = −ḡ"""
-    return -x
+    return np.negative(x)
 
 
 # --- elementwise functions (written with the output where that is cheaper) -----------------
-@primitive(lambda g, y, x: g * y, reads="y")
+@primitive(lambda g, y, x: g * y, reads="y", direct=np.exp,
+           in_place=lambda g, y, x: np.multiply(g, y, out=g))
 def exp(x):
     """y = eˣ;  x̄ = ḡ·y"""
     return np.exp(x)
 
 
-@primitive(lambda g, y, x: g / x, reads="x")
+@primitive(lambda g, y, x: g / x, reads="x", direct=np.log)
 def log(x):
     """y = ln x;  x̄ = ḡ / x"""
     return np.log(x)
 
 
-@primitive(lambda g, y, x: g / (2 * y), reads="y")
+@primitive(lambda g, y, x: g / (2 * y), reads="y", direct=np.sqrt)
 def sqrt(x):
     """y = √x;  x̄ = ḡ / (2y)"""
     return np.sqrt(x)
 
 
-@primitive(lambda g, y, x: g * (1 - y * y), reads="y")
+@primitive(lambda g, y, x: g * (1 - y * y), reads="y", direct=np.tanh,
+           in_place=lambda g, y, x: np.multiply(g, 1 - y * y, out=g))
 def tanh(x):
     """y = tanh x;  x̄ = ḡ·(1 − y²)"""
     return np.tanh(x)
 
 
-@primitive(lambda g, y, x: g * y * (1 - y), reads="y")
+@primitive(lambda g, y, x: g * y * (1 - y), reads="y",
+           in_place=lambda g, y, x: np.multiply(g, y * (1 - y), out=g))
 def sigmoid(x):
     """y = 1 / (1 + e⁻ˣ);  x̄ = ḡ·y·(1 − y)"""
     e = np.exp(-np.abs(x))  # never overflows; both branches are exact
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@primitive(lambda g, y, x: g * (y > 0), reads="y")
+@primitive(lambda g, y, x: g * (y > 0), reads="y",
+           in_place=lambda g, y, x: np.multiply(g, y > 0, out=g))
 def relu(x):
     """y = max(x, 0);  x̄ = ḡ·[x > 0]   (relu'(0) = 0)"""
     return np.maximum(x, 0)
 
 
-@primitive(lambda g, y, x: g * np.sign(x), reads="x")
+@primitive(lambda g, y, x: g * np.sign(x), reads="x", direct=np.absolute)
 def absolute(x):
     """y = |x|;  x̄ = ḡ·sign x   (abs'(0) = 0)"""
-    return np.abs(x)
+    return np.absolute(x)
 
 
 @primitive(lambda g, y, x, dtype: g.astype(x.dtype))
@@ -220,7 +229,7 @@ def clip(x, lo, hi):
 
 # --- reductions (axis is a tuple of non-negative axes, normalised by the wrappers below) ----
 @primitive(lambda g, y, x, axis, keepdims:
-           _expand(_keep(g, axis, keepdims, x.ndim), x.shape))
+           _expand(_keep(g, axis, keepdims, x.ndim), x.shape), direct=np.add.reduce)
 def sum(x, axis, keepdims):
     """y = Σ_axis x;  x̄ = ḡ broadcast back over axis"""
     return np.add.reduce(x, axis=axis, keepdims=keepdims)  # ndarray.sum's Python hop skipped

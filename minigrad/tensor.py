@@ -28,6 +28,9 @@ from typing import Any, Union
 
 import numpy as np
 
+# Who else holds an array: CPython's reference count (elsewhere: assume somebody does).
+_refcount = sys.getrefcount if sys.implementation.name == "cpython" else (lambda a: 99)
+
 ArrayLike = Union["Tensor", np.ndarray, float, int, bool, np.generic, Sequence[Any]]
 
 
@@ -64,18 +67,30 @@ _waiting: dict[int, list[np.ndarray]] = {}
 _leaf_views: dict[int, list[weakref.ref[np.ndarray]]] = {}
 
 
-def _lock(arrays: Sequence[Any]) -> list[np.ndarray]:
+def _lock(arrays: Sequence[Any]) -> _Lease | None:
     """Make each array, the leaf-held views overlapping it and its memory owner read-only;
-    return what was locked, owners last. A read-only array owning its memory that we did not
-    lock (a recorded op's output, born read-only) needs nothing."""
-    locked: list[np.ndarray] = []
+    return what was locked (owners last), or None. A read-only array owning its memory that we
+    did not lock (a recorded op's output, born read-only) needs nothing."""
+    locked = None
     for a in arrays:
         if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
             continue
         base = a.base
         if base is None and not _leaf_views:  # the common case: an array owning its memory
-            _lock_one(a, locked)
+            entry = _locks.get(id(a))
+            if entry is not None:
+                entry[1] += 1
+            elif a.flags.writeable:
+                a.setflags(write=False)
+                _locks[id(a)] = [a, 1]
+            else:
+                continue  # born read-only, or the user's read-only array
+            if locked is None:
+                locked = _Lease()
+            locked.append(a)
             continue
+        if locked is None:
+            locked = _Lease()
         owner = base if isinstance(base, np.ndarray) else a
         group = [] if a is owner else [a]
         siblings = _leaf_views.get(id(owner))
@@ -85,7 +100,7 @@ def _lock(arrays: Sequence[Any]) -> list[np.ndarray]:
         group.append(owner)
         for arr in group:
             _lock_one(arr, locked)
-    return locked
+    return locked if locked else None
 
 
 def _lock_one(arr: np.ndarray, locked: list[np.ndarray]) -> None:
@@ -169,20 +184,16 @@ class _Lease(list):  # type: ignore[type-arg]
             _unlock(self)
 
 
-def _save(reads: str, values: tuple[Any, ...], ans: np.ndarray,
-          params: dict[str, Any]) -> _Lease | None:
-    """Lock what an op's VJP reads ("x" inputs, "y" output, "p" array parameters)."""
+def _saved(reads: str, values: tuple[Any, ...], ans: np.ndarray,
+           params: dict[str, Any]) -> tuple[Any, ...]:
+    """What an op's VJP reads: "x" its inputs, "y" its output, "p" its array parameters."""
     if reads == "x":
-        saved: Any = values
-    elif reads == "y":
-        saved = (ans,)
-    else:
-        saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
-        if "p" in reads:  # array parameters: where's cond, clip's bounds
-            for v in params.values():
-                saved += v if isinstance(v, tuple) else (v,)
-    locked = _lock(saved)
-    return _Lease(locked) if locked else None
+        return values
+    saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
+    if "p" in reads:  # array parameters: where's cond, clip's bounds
+        for v in params.values():
+            saved += v if isinstance(v, tuple) else (v,)
+    return saved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,7 +375,7 @@ class Tensor:
                 raise RuntimeError(f"backward: a gradient can be left out only for a one-element "
                                    f"output; this one has shape {self.shape}: pass "
                                    f"y.backward(upstream) with an upstream of that shape")
-            upstream = np.ones(self._data.shape, self._data.dtype)
+            upstream = np.array(1, self._data.dtype).reshape(self._data.shape)  # np.ones: 6× slower
         else:
             upstream = np.asarray(gradient._data if isinstance(gradient, Tensor) else gradient)
             if upstream.shape != self.shape:
@@ -372,7 +383,7 @@ class Tensor:
                                          f"output has shape {self.shape}; they must be equal")
             if upstream.dtype != self.dtype:
                 upstream = upstream.astype(self.dtype)
-        run_backward(self, upstream, retain_graph=retain_graph)
+        run_backward(self, upstream, retain_graph)
 
     # -- operators: one primitive each, straight to the table in ops.py ------------------
     def __add__(self, other: ArrayLike) -> Tensor:
@@ -453,25 +464,25 @@ class Tensor:
 
     # -- methods, NumPy's names and arguments -----------------------------------------------
     def exp(self) -> Tensor:
-        return F.exp(self)
+        return apply(ops.exp, self)
 
     def log(self) -> Tensor:
-        return F.log(self)
+        return apply(ops.log, self)
 
     def tanh(self) -> Tensor:
-        return F.tanh(self)
+        return apply(ops.tanh, self)
 
     def sigmoid(self) -> Tensor:
-        return F.sigmoid(self)
+        return apply(ops.sigmoid, self)
 
     def relu(self) -> Tensor:
-        return F.relu(self)
+        return apply(ops.relu, self)
 
     def sqrt(self) -> Tensor:
-        return F.sqrt(self)
+        return apply(ops.sqrt, self)
 
     def abs(self) -> Tensor:
-        return F.abs(self)
+        return apply(ops.absolute, self)
 
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
         return F.sum(self, axis, keepdims)
@@ -574,13 +585,23 @@ _new = object.__new__
 _next_seq = count().__next__  # recording numbers: consumers are numbered after producers
 
 
+_PLAIN = frozenset({np.ndarray, float, int, np.float64, np.float32})  # operands taken as they are
+
+
 def apply(op: Any, *args: Any, **params: Any) -> Tensor:
     """Run `op`'s forward on the inputs' values; when an input requires grad, the output
-    records the op (it becomes a node of the tape)."""
-    if len(args) == 2:  # most ops: spelled out, as this runs for every op
+    records the op (it becomes a node of the tape).
+
+    This runs for every op, so it is written out flat: on this path each Python call costs as
+    much as a small NumPy operation."""
+    if len(args) == 2:
         a, b = args
-        values: tuple[Any, ...] = (a._data if type(a) is Tensor else value_of(a, op.name),
-                                   b._data if type(b) is Tensor else value_of(b, op.name))
+        values: tuple[Any, ...] = (
+            a._data if type(a) is Tensor else a if type(a) in _PLAIN else value_of(a, op.name),
+            b._data if type(b) is Tensor else b if type(b) in _PLAIN else value_of(b, op.name))
+    elif len(args) == 1:
+        a = args[0]
+        values = (a._data if type(a) is Tensor else value_of(a, op.name),)
     else:
         values = tuple([a._data if type(a) is Tensor else value_of(a, op.name) for a in args])
     try:
@@ -590,49 +611,53 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
         raise ValueError(f"{op.name}: {e} (input shapes {shapes})") from None
     if type(ans) is not np.ndarray:
         ans = np.asarray(ans)
+    t = _new(Tensor)
+    t._data = ans
+    t.grad = None
     if STATE.grad_enabled:
         for a in args:
             if isinstance(a, Tensor) and a._requires_grad:
-                return _record(op, args, values, ans, params)
+                break
+        else:
+            a = None
+        if a is not None:  # record: t becomes a node of the tape
+            t._requires_grad = True
+            t._op = op
+            t._ans = ans
+            t._g = None
+            if len(args) == 2:
+                a, b = args
+                t._inputs = (a if isinstance(a, Tensor) and a._requires_grad else None,
+                             b if isinstance(b, Tensor) and b._requires_grad else None)
+            else:
+                t._inputs = tuple([a if isinstance(a, Tensor) and a._requires_grad else None
+                                   for a in args])
+            t._values = values
+            t._params = params
+            t._seq = _next_seq()
+            reads = op.reads
+            for v in values:
+                if v is ans:  # the forward returned an input as is (astype to its own dtype)
+                    break
+            else:
+                ans.setflags(write=False)  # born read-only: nothing can change what the tape saved
+                if reads == "y" and ans.base is None:  # it owns its memory: nothing to lock
+                    reads = ""
+            if reads:
+                t._lease = _lock(values if reads == "x" else _saved(reads, values, ans, params))
+            else:
+                t._lease = None
+            if STATE.anomaly:
+                t._site = _user_site()
+                _check_finite(ans, _forward_what(op), t, values)
+            return t
     if ans.base is not None and ans.flags.writeable and any(
             type(v) is np.ndarray and np.may_share_memory(ans, v) for v in values):
         ans.setflags(write=False)  # a view of an input: writing it would change that input
     if STATE.anomaly:
         _check_finite(ans, _forward_what(op), None, values)
-    t = _new(Tensor)
-    t._data = ans
-    t.grad = None
     t._requires_grad = False
     t._op = None
-    return t
-
-
-def _record(op: Any, args: tuple[Any, ...], values: tuple[Any, ...], ans: np.ndarray,
-            params: dict[str, Any]) -> Tensor:
-    t = _new(Tensor)
-    t._data = t._ans = ans
-    t.grad = t._g = None
-    t._requires_grad = True
-    t._op = op
-    if len(args) == 2:
-        a, b = args
-        t._inputs = (a if isinstance(a, Tensor) and a._requires_grad else None,
-                     b if isinstance(b, Tensor) and b._requires_grad else None)
-    else:
-        t._inputs = tuple([a if isinstance(a, Tensor) and a._requires_grad else None
-                           for a in args])
-    t._values = values
-    t._params = params
-    t._seq = _next_seq()
-    for v in values:
-        if v is ans:  # the forward returned an input as is (astype to its own dtype)
-            break
-    else:
-        ans.setflags(write=False)  # born read-only: nothing can change what the tape saved
-    t._lease = _save(op.reads, values, ans, params) if op.reads else None
-    if STATE.anomaly:
-        t._site = _user_site()
-        _check_finite(ans, _forward_what(op), t, values)
     return t
 
 
@@ -757,11 +782,24 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
             xs, y = _recorded_operands(t) if create_graph else (values, t._ans)
             if anomaly and create_graph:
                 STATE.vjp_of = op.name
-            all_grads = op.vjp_all(g, y, *xs, **params) if op.vjp_all is not None else None
+            if op.vjp_in_place is not None and type(g) is np.ndarray and g.base is None \
+                    and _refcount(g) == 2 and g.flags.writeable:
+                # Only this frame holds g (not the caller, not a leaf's .grad, not a sibling's
+                # pending gradient): the VJP may write its result into g's memory.
+                all_grads = (op.vjp_in_place(g, y, *xs),)
+            elif op.vjp_all is not None:
+                all_grads = op.vjp_all(g, y, *xs, **params)
+            else:
+                all_grads = None
             for i, p in enumerate(t._inputs):
                 if p is None:
                     continue
-                pg = all_grads[i] if all_grads is not None else op.vjps[i](g, y, *xs, **params)
+                if all_grads is not None:
+                    pg = all_grads[i]
+                elif params:
+                    pg = op.vjps[i](g, y, *xs, **params)
+                else:
+                    pg = op.vjps[i](g, y, *xs)
                 if pg is None:
                     continue
                 v = values[i]
@@ -771,7 +809,10 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                     _check_finite(pg._data if create_graph else pg,
                                   f"the VJP of {op.name} (input {i})", t, values)
                 if p._op is None or (stop is not None and id(p) in stop):
-                    _deliver(p, pg, stop, results, handed)
+                    if stop is None and p.grad is None:  # the common case, inline
+                        p.grad = owned(pg, handed, p._data.dtype)
+                    else:
+                        _deliver(p, pg, stop, results, handed)
                     continue
                 prev = p._g
                 if prev is None:
@@ -780,8 +821,10 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                 else:
                     p._g = prev + pg
             if not retain_graph:
-                if t._lease is not None:
-                    t._lease.release()
+                lease = t._lease
+                if lease is not None:
+                    _unlock(lease)
+                    lease.clear()
                 t._inputs = t._values = t._ans = t._params = t._lease = None
     finally:
         STATE.grad_enabled, STATE.vjp_of = saved_mode, saved_vjp_of

@@ -458,6 +458,60 @@ def test_each_vjp_runs_once_in_a_wide_reused_graph() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# In-place VJPs: the sweep writes into a gradient only when nothing else holds it
+# --------------------------------------------------------------------------------------------
+IN_PLACE_OPS = [op for op in vars(mg.ops).values()
+                if isinstance(op, mg.ops.Primitive) and op.vjp_in_place is not None]
+
+
+def test_the_in_place_ops_are_the_activations() -> None:
+    assert {op.name for op in IN_PLACE_OPS} >= {"relu", "tanh", "sigmoid", "exp"}
+
+
+@pytest.mark.parametrize("op", IN_PLACE_OPS, ids=lambda op: op.name)
+def test_an_in_place_vjp_equals_its_vjp_and_writes_into_g(op: Any) -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(5, 3))
+    y = op.forward(x)
+    g = rng.normal(size=(5, 3))
+    expected = op.vjps[0](g, y, x)
+    buffer = g.copy()
+    out = op.vjp_in_place(buffer, y, x)
+    assert out is buffer
+    np.testing.assert_allclose(out, expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("op", IN_PLACE_OPS, ids=lambda op: op.name)
+def test_a_shared_gradient_is_never_written_in_place(op: Any) -> None:
+    """add's VJP hands the same array to both inputs, and the caller keeps its upstream: the
+    sweep must see that g has other holders and use the out-of-place VJP."""
+    rng = np.random.default_rng(8)
+    x0 = rng.normal(size=(4, 3))
+    x = mg.tensor(x0, requires_grad=True)
+    a = tape_module.apply(op, x * 1.0)
+    b = tape_module.apply(op, x * 2.0)
+    upstream = rng.normal(size=(4, 3))
+    kept = upstream.copy()
+    (a + b).backward(upstream)
+    y1, y2 = op.forward(x0), op.forward(2 * x0)
+    expected = op.vjps[0](upstream, y1, x0) + 2 * op.vjps[0](upstream, y2, 2 * x0)
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-12)
+    np.testing.assert_array_equal(upstream, kept)
+
+
+def test_a_chain_of_activations_is_exact_with_in_place_vjps() -> None:
+    """Inside a chain every gradient is fresh and held once, so each activation's VJP runs in
+    place; the result must match finite differences."""
+    rng = np.random.default_rng(9)
+    x = mg.tensor(rng.normal(size=(3, 4)), requires_grad=True)
+    w = mg.tensor(rng.normal(size=(4, 5)), requires_grad=True)
+
+    def f(x: Any, w: Any) -> Any:
+        return ((x @ w).relu().tanh().sigmoid().exp() * 0.5).sum()
+
+    mg.gradcheck(f, (x, w))
+
+# --------------------------------------------------------------------------------------------
 # Memory: a long training loop stays flat; intermediates are freed after backward
 # --------------------------------------------------------------------------------------------
 def test_10k_training_steps_run_in_flat_memory() -> None:
