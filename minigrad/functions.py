@@ -232,6 +232,10 @@ def matmul(a: ArrayLike, b: ArrayLike) -> Tensor:
 
 def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Tensor:
     """x @ weightᵀ + bias in one recorded op (weight is (out, in), PyTorch's layout)."""
+    if type(x) is Tensor and type(weight) is Tensor and type(bias) is Tensor:  # nn.Linear
+        sx, sw, sb = x._data.shape, weight._data.shape, bias._data.shape
+        if len(sw) == 2 and sx[-1:] == sw[1:] and sb == sw[:1]:
+            return apply(ops.linear, x, weight, bias)
     sx, sw = _shape(x, "linear"), _shape(weight, "linear")
     if len(sw) != 2 or len(sx) == 0 or sx[-1] != sw[1]:
         raise ValueError(f"linear: input of shape {sx} and weight of shape {sw} do not fit: the "

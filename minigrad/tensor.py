@@ -721,6 +721,9 @@ def _toposort(root: Tensor, stop: set[int]) -> list[Tensor]:
 def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     """Un-broadcast: sum g over the axes NumPy broadcasting added or stretched to reach g.shape."""
     lead = g.ndim - len(shape)
+    if 0 < lead and g.shape[lead:] == shape:  # only leading axes added (a bias): sum them away
+        axes = tuple(range(lead))
+        return np.add.reduce(g, axis=axes) if type(g) is np.ndarray else g.sum(axis=axes)
     axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape)
                                       if n == 1 and g.shape[i + lead] != 1)
     if axes:

@@ -39,6 +39,9 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
+_ATOMS = frozenset({bool, int, float, str, type(None)})
+
+
 class Module:
     """Base class of every layer and network: subclass it and write `forward`.
 
@@ -171,6 +174,8 @@ class Module:
             stack = [value for _, value in todo.pop()._members()]
             while stack:
                 value = stack.pop()
+                if type(value) in _ATOMS:  # most attributes: sizes, flags, names
+                    continue
                 if isinstance(value, Tensor):
                     value.grad = None  # only leaves that require grad ever hold one
                 elif isinstance(value, Module):
@@ -299,7 +304,7 @@ class Linear(Module):
             if bias else None)
 
     def forward(self, x: Any) -> Tensor:
-        shape = x.shape if isinstance(x, Tensor) else np.shape(x)
+        shape = x._data.shape if type(x) is Tensor else np.shape(x)
         if shape[-1:] != (self.in_features,):
             raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape "
                              f"{shape} must end in in_features={self.in_features}")
