@@ -169,15 +169,10 @@ def _note_leaf_view(arr: np.ndarray) -> None:
 
 
 class _Lease(list):  # type: ignore[type-arg]
-    """The arrays one recorded op locked (owners last): unlocked by `backward()` or, when the
-    graph is dropped without one, when the op's output is collected."""
+    """The arrays one recorded op locked (owners last): unlocked (and the list emptied) by
+    `backward()` or, when the graph is dropped without one, when the op's output is collected."""
 
     __slots__ = ()
-
-    def release(self) -> None:
-        if self:
-            _unlock(self)
-            self.clear()
 
     def __del__(self) -> None:
         if self:
@@ -366,7 +361,7 @@ class Tensor:
         `gradient` is the upstream of self's shape; it may be left out for one-element outputs.
         The tape is freed afterwards unless `retain_graph=True`.
         """
-        if not self.requires_grad:
+        if not self._requires_grad:
             raise RuntimeError("backward: this Tensor does not require grad and was not made by "
                                "a recorded op; set requires_grad=True on the leaves first "
                                "(and compute outside mg.no_grad())")

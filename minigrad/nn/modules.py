@@ -73,6 +73,10 @@ class Module:
         """(name, value) of what this module holds directly; Sequential overrides it."""
         return iter(vars(self).items())
 
+    def _values(self) -> list[Any]:
+        """What this module holds directly, without names (the per-step walk of zero_grad)."""
+        return list(self.__dict__.values())
+
     def _split(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]],
                               list[tuple[str, Module]]]:
         """This module's own parameters, its buffers and its direct children, in attribute
@@ -171,7 +175,7 @@ class Module:
         todo: list[Module] = [self]
         seen = {id(self)}
         while todo:
-            stack = [value for _, value in todo.pop()._members()]
+            stack = todo.pop()._values()
             while stack:
                 value = stack.pop()
                 if type(value) in _ATOMS:  # most attributes: sizes, flags, names
@@ -328,6 +332,9 @@ class Sequential(Module):
 
     def _members(self) -> Iterator[tuple[str, Any]]:
         return ((str(i), m) for i, m in enumerate(self.layers))
+
+    def _values(self) -> list[Any]:
+        return list(self.layers)
 
     def forward(self, x: Any) -> Any:
         for m in self.layers:
