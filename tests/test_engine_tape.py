@@ -511,6 +511,27 @@ def test_a_chain_of_activations_is_exact_with_in_place_vjps() -> None:
 
     mg.gradcheck(f, (x, w))
 
+def test_an_mlp_hidden_activation_reuses_its_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In Linear-ReLU-Linear the gradient reaching relu is the fresh ḡW of the layer above and
+    nobody else holds it: the in-place rule must be the one that runs (what W2 relies on)."""
+    relu = mg.ops.relu
+    calls = {"in_place": 0}
+    rule = relu.vjp_in_place
+
+    def counted(*args: Any) -> Any:
+        calls["in_place"] += 1
+        return rule(*args)
+
+    monkeypatch.setattr(relu, "vjp_in_place", counted)
+    net = mg.nn.Sequential(mg.nn.Linear(4, 16), mg.nn.ReLU(), mg.nn.Linear(16, 2))
+    x = np.random.default_rng(3).normal(size=(50, 4))
+    loss = net(mg.Tensor(x)).log_softmax(axis=-1)[np.arange(50), 0].mean()
+    loss.backward()
+    assert calls["in_place"] == 1
+    w1 = net.layers[0].weight
+    assert w1.grad is not None and w1.grad.shape == (16, 4)
+
+
 # --------------------------------------------------------------------------------------------
 # Memory: a long training loop stays flat; intermediates are freed after backward
 # --------------------------------------------------------------------------------------------
