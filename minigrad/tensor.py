@@ -82,7 +82,7 @@ def _lock(arrays: Sequence[Any]) -> _Lease | None:
             if entry is not None:
                 entry[1] += 1
             elif a.flags.writeable:
-                a.setflags(False)
+                a.setflags(False)  # type: ignore[call-arg]
                 _locks[id(a)] = [a, 1]
             else:
                 continue  # born read-only, or the user's read-only array
@@ -110,7 +110,7 @@ def _lock_one(arr: np.ndarray, locked: list[np.ndarray]) -> None:
         entry[1] += 1
         locked.append(arr)
     elif arr.flags.writeable:
-        arr.setflags(False)
+        arr.setflags(False)  # type: ignore[call-arg]
         _locks[id(arr)] = [arr, 1]
         locked.append(arr)
 
@@ -134,7 +134,7 @@ def _unlock(locked: Sequence[np.ndarray]) -> None:
 
 def _make_writeable(arr: np.ndarray) -> None:
     try:
-        arr.setflags(True)
+        arr.setflags(True)  # type: ignore[call-arg]
     except ValueError:  # its owner is still locked by another graph: wait for the owner
         owner = arr.base
         if isinstance(owner, np.ndarray) and id(owner) in _locks:
