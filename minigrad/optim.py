@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from minigrad import Tensor, enable_grad
+from minigrad.tensor import locked_by_a_graph
 
 __all__ = ["SGD", "Adam", "Optimizer"]
 
@@ -107,6 +108,13 @@ class Optimizer:
         work = [(p, group) for group in self.param_groups for p in group["params"]
                 if p.grad is not None]
         for p, _ in work:  # check them all before changing anything
+            if not p.data.flags.writeable and not locked_by_a_graph(p.data):
+                raise RuntimeError(
+                    f"{type(self).__name__}.step: the array of a parameter of shape {p.shape} "
+                    f"is read-only, so it cannot be updated in place, and no live graph holds "
+                    f"it: it is an op's output (those stay read-only) or was read-only to begin "
+                    f"with. Give the parameter its own copy, e.g. p.data = np.array(p.data). "
+                    f"Nothing was changed.")
             if not p.data.flags.writeable:
                 raise RuntimeError(
                     f"{type(self).__name__}.step: the array of a parameter of shape {p.shape} "

@@ -28,8 +28,12 @@ from typing import Any, Union
 
 import numpy as np
 
-# Who else holds an array: CPython's reference count (elsewhere: assume somebody does).
-_refcount = sys.getrefcount if sys.implementation.name == "cpython" else (lambda a: 99)
+# Who else holds an array: CPython's reference count, where a local variable passed to
+# getrefcount counts 2 when nothing else holds the object. CPython 3.14 may borrow such
+# references (then 2 can mean one other holder), and other interpreters count differently:
+# there, assume somebody else always holds it.
+_refcount = (sys.getrefcount if sys.implementation.name == "cpython" and sys.version_info < (3, 14)
+             else (lambda a: 99))
 
 ArrayLike = Union["Tensor", np.ndarray, float, int, bool, np.generic, Sequence[Any]]
 
@@ -147,6 +151,13 @@ def _make_writeable(arr: np.ndarray) -> None:
                 _make_writeable(view)
 
 
+def locked_by_a_graph(arr: np.ndarray) -> bool:
+    """Is arr read-only because a live graph saved it (rather than being an op's output, which
+    stays read-only, or an array that was read-only to begin with)?"""
+    owner = arr.base if isinstance(arr.base, np.ndarray) else None
+    return id(arr) in _locks or (owner is not None and id(owner) in _locks)
+
+
 def _note_leaf_view(arr: np.ndarray) -> None:
     """Remember a leaf's view of another array's memory, so locks on that memory cover it."""
     owner = arr.base
@@ -198,6 +209,9 @@ def _saved(reads: str, values: tuple[Any, ...], ans: np.ndarray,
 def _as_array(data: Any, dtype: Any, copy: bool) -> np.ndarray:
     if isinstance(data, Tensor):
         data = data._data
+        # A read-only value (an op's output, frozen for good, or one a live graph locks) is
+        # copied: a Tensor made from it, or a parameter rebound to it, must stay writeable.
+        copy = copy or not data.flags.writeable
     arr = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
     if arr.dtype.kind in "OSUVMm":
         raise TypeError(f"Tensor: cannot hold data of dtype {arr.dtype} "
@@ -213,11 +227,11 @@ class Tensor:
 
     # _op is None for a leaf. An op output also holds what its VJP needs: _inputs (the input
     # Tensors, None where no gradient flows), _values (the input values the forward used), _ans
-    # (the output it produced), _params, _lease (arrays it locked), _seq (recording number), _g
-    # (its gradient while backward() runs) and, under detect_anomaly, _site. Leaves leave those
-    # unset. _values is None once backward() freed the node.
+    # (the output it produced), _params, _lease (arrays it locked), _seq (recording number) and,
+    # under detect_anomaly, _site. Leaves leave those unset. _values is None once backward()
+    # freed the node.
     __slots__ = ("_data", "grad", "_requires_grad", "_op", "_inputs", "_values", "_ans",
-                 "_params", "_lease", "_seq", "_g", "_site", "__weakref__")
+                 "_params", "_lease", "_seq", "_site", "__weakref__")
     _data: np.ndarray
     grad: np.ndarray | None
     _requires_grad: bool
@@ -228,7 +242,6 @@ class Tensor:
     _params: Any
     _lease: _Lease | None
     _seq: int
-    _g: Any
     _site: str
     __hash__ = object.__hash__  # == is elementwise, so identity keeps Tensors usable as keys
 
@@ -304,7 +317,8 @@ class Tensor:
         return self._op is None
 
     def numpy(self) -> np.ndarray:
-        """The value as an ndarray (the same memory, read-only while the tape needs it)."""
+        """The value as an ndarray, the same memory: read-only for good if a recorded op made
+        this Tensor, read-only while a graph needs it for a leaf."""
         return self._data
 
     def item(self) -> float:
@@ -315,6 +329,18 @@ class Tensor:
 
     def tolist(self) -> Any:
         return self._data.tolist()
+
+    def __copy__(self) -> Tensor:
+        """copy.copy: a Tensor on the same memory. An op output's copy is recorded as a view of
+        it, so the two never share one tape record (backward through one would free both)."""
+        if self._op is not None:
+            return apply(ops.reshape, self, shape=self._data.shape)
+        new = _new(type(self))
+        for cls in type(self).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                if name != "__weakref__" and hasattr(self, name):
+                    setattr(new, name, getattr(self, name))
+        return new
 
     def detach(self) -> Tensor:
         """The same memory, off the tape."""
@@ -607,9 +633,6 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
         raise ValueError(f"{op.name}: {e} (input shapes {shapes})") from None
     if type(ans) is not np.ndarray:
         ans = np.asarray(ans)
-    t = _new(Tensor)
-    t._data = ans
-    t.grad = None
     if STATE.grad_enabled:
         for a in args:
             if isinstance(a, Tensor) and a._requires_grad:
@@ -617,10 +640,18 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
         else:
             a = None
         if a is not None:  # record: t becomes a node of the tape
+            reads = op.reads
+            if _refcount(ans) == 2:  # a new array nobody else holds (not an input returned as
+                # is, not a buffer the forward keeps): born read-only, nothing to lock, ever
+                ans.setflags(False)
+                if reads == "y" and ans.base is None:
+                    reads = ""
+            t = _new(Tensor)
+            t._data = ans
+            t.grad = None
             t._requires_grad = True
             t._op = op
             t._ans = ans
-            t._g = None
             if len(args) == 2:
                 a, b = args
                 t._inputs = (a if isinstance(a, Tensor) and a._requires_grad else None,
@@ -631,14 +662,6 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
             t._values = values
             t._params = params
             t._seq = _next_seq()
-            reads = op.reads
-            for v in values:
-                if v is ans:  # the forward returned an input as is (astype to its own dtype)
-                    break
-            else:
-                ans.setflags(False)  # born read-only: nothing can change what the tape saved
-                if reads == "y" and ans.base is None:  # it owns its memory: nothing to lock
-                    reads = ""
             if reads:
                 t._lease = _lock(values if reads == "x" else _saved(reads, values, ans, params))
             else:
@@ -652,6 +675,9 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
         ans.setflags(False)  # a view of an input: writing it would change that input
     if STATE.anomaly:
         _check_finite(ans, _forward_what(op), None, values)
+    t = _new(Tensor)
+    t._data = ans
+    t.grad = None
     t._requires_grad = False
     t._op = None
     return t
@@ -757,15 +783,16 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
     if root._op is not None and root._values is None:
         raise _freed_error(root)
     # Leaves (and requested inputs) may receive several contributions: they are summed into
-    # .grad (or into results) as they arrive; an op output collects its own in t._g until its
-    # turn comes.
+    # .grad (or into results) as they arrive; an op output's wait in `grads` for its turn (a
+    # dict of this sweep's own, so a backward() run inside a VJP cannot mix with this one).
     results: dict[int, Any] = {}
     handed = {id(upstream)}  # arrays given to a leaf or by the caller: never aliased by a .grad
+    grads: dict[int, Any] = {}
     heap: list[tuple[int, Tensor]] = []
     if root._op is None or (stop is not None and id(root) in stop):
         _deliver(root, upstream, stop, results, handed)
     else:
-        root._g = upstream
+        grads[id(root)] = upstream
         heap.append((-root._seq, root))
     anomaly = STATE.anomaly
     saved_mode, saved_vjp_of = STATE.grad_enabled, STATE.vjp_of
@@ -773,8 +800,7 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
     try:
         while heap:
             t = heappop(heap)[1]
-            g = t._g
-            t._g = None
+            g = grads.pop(id(t))
             op, values, params = t._op, t._values, t._params
             if values is None:
                 raise _freed_error(t)
@@ -813,12 +839,13 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                     else:
                         _deliver(p, pg, stop, results, handed)
                     continue
-                prev = p._g
+                k = id(p)
+                prev = grads.get(k)
                 if prev is None:
-                    p._g = pg
+                    grads[k] = pg
                     heappush(heap, (-p._seq, p))
                 else:
-                    p._g = prev + pg
+                    grads[k] = prev + pg
             if not retain_graph:
                 lease = t._lease
                 if lease is not None:
@@ -827,8 +854,6 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                 t._inputs = t._values = t._ans = t._params = t._lease = None
     finally:
         STATE.grad_enabled, STATE.vjp_of = saved_mode, saved_vjp_of
-        for _, t in heap:  # stopped by an error: drop the gradients still pending
-            t._g = None
     if inputs is None:
         return None
     return [results.get(id(t)) for t in inputs]

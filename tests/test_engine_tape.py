@@ -4,6 +4,7 @@ intermediates freed after backward."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import importlib
 import tracemalloc
@@ -332,6 +333,112 @@ def test_a_tensor_subclass_is_recorded() -> None:
     (x * x + 2.0 * x).sum().backward()
     np.testing.assert_allclose(x.grad, [4.0, 6.0])
 
+
+def test_a_parameter_rebound_to_a_recorded_result_stays_writeable() -> None:
+    """`w.data = w - lr * w.grad` with grad enabled records the update; the frozen result must
+    not become the parameter's memory, or every later in-place update would fail."""
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    x.data = x - 0.1 * x.grad  # type: ignore[operator]
+    x.grad = None
+    (x * x).sum().backward()
+    mg.optim.SGD([x], lr=0.1).step()
+    np.testing.assert_allclose(x.data, [0.8 * 0.8, 1.6 * 0.8])  # two steps of x -= 0.2 x
+    p = mg.Tensor(x * 0.5, requires_grad=True)  # a new leaf from a recorded value
+    p.data -= 1.0
+
+
+def test_step_on_a_frozen_parameter_says_why() -> None:
+    w = mg.tensor([1.0, 2.0], requires_grad=True)
+    p = mg.Tensor(np.asarray(w.tanh()), requires_grad=True)  # shares the frozen output
+    p.grad = np.ones(2)
+    with pytest.raises(RuntimeError, match="no live graph holds it"):
+        mg.optim.SGD([p], lr=0.1).step()
+
+
+def test_a_function_that_returns_its_own_buffer_can_run_again() -> None:
+    """A forward may return an array it keeps (a reused buffer): that array is not the op's
+    to freeze for good; it is locked while the graph needs it, like a leaf."""
+    buf = np.zeros(3)
+
+    class Scale2(mg.Function):
+        @staticmethod
+        def forward(ctx: Any, a: np.ndarray) -> np.ndarray:
+            np.multiply(a, 2.0, out=buf)
+            return buf
+
+        @staticmethod
+        def backward(ctx: Any, g: np.ndarray) -> np.ndarray:
+            return 2 * g
+
+    x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for _ in range(3):
+        y = Scale2.apply(x)
+        with pytest.raises(ValueError):
+            buf[0] = 5.0  # the live graph holds it
+        y.sum().backward()
+    np.testing.assert_allclose(x.grad, [6.0, 6.0, 6.0])
+    assert buf.flags.writeable
+
+
+def test_copy_of_an_op_output_never_shares_its_record() -> None:
+    """copy.copy of an op output is a recorded view of it: backward through the copy frees
+    the original's node too, so a later backward through the original raises instead of
+    reading saved arrays that were unlocked (and possibly changed) in between."""
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    y = x * x
+    c = copy.copy(y)
+    c.sum().backward()
+    np.testing.assert_allclose(x.grad, [2.0, 4.0])
+    x.data[...] = [10.0, 20.0]
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.sum().backward()
+    both = x * 3.0
+    (copy.copy(both).sum() + both.sum()).backward()
+    leaf = copy.copy(x)
+    assert leaf.requires_grad and leaf.data is x.data
+
+
+def test_a_backward_inside_a_vjp_keeps_its_gradients_apart() -> None:
+    """A custom backward may run backward() on part of the graph being swept; each sweep keeps
+    its pending gradients to itself."""
+    box: dict[str, Any] = {}
+
+    class Probe(mg.Function):
+        @staticmethod
+        def forward(ctx: Any, a: np.ndarray) -> np.ndarray:
+            return a * 1.0
+
+        @staticmethod
+        def backward(ctx: Any, g: np.ndarray) -> np.ndarray:
+            with mg.enable_grad():
+                aux = (box["h"] * box["h"]).sum()
+            aux.backward(retain_graph=True)
+            return g
+
+    def f(x: Any) -> Any:
+        h = x * 3.0
+        box["h"] = h
+        return (Probe.apply(h) + h).sum()
+
+    np.testing.assert_allclose(mg.grad(f)(np.array([1.0, 2.0])), [6.0, 6.0])
+
+
+def test_zero_grad_with_an_attribute_named_like_an_internal() -> None:
+    class M(mg.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self._values = np.ones(3)
+            self._member_values = [1, 2]
+            self.lin = mg.nn.Linear(2, 2)
+
+        def forward(self, x: Any) -> Any:
+            return self.lin(x)
+
+    m = M()
+    m(mg.tensor([[1.0, 2.0]])).sum().backward()
+    m.zero_grad()
+    assert m.lin.weight.grad is None
 
 # --------------------------------------------------------------------------------------------
 # Leaf grads never alias each other, the upstream, or anything the tape holds

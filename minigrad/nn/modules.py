@@ -73,9 +73,11 @@ class Module:
         """(name, value) of what this module holds directly; Sequential overrides it."""
         return iter(vars(self).items())
 
-    def _values(self) -> list[Any]:
-        """What this module holds directly, without names (the per-step walk of zero_grad)."""
-        return list(self.__dict__.values())
+    def _member_values(self) -> list[Any]:
+        """What _members() gives, without the names (zero_grad's walk, which runs every step)."""
+        if type(self)._members is Module._members:
+            return list(self.__dict__.values())
+        return [value for _, value in self._members()]
 
     def _split(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]],
                               list[tuple[str, Module]]]:
@@ -175,7 +177,8 @@ class Module:
         todo: list[Module] = [self]
         seen = {id(self)}
         while todo:
-            stack = todo.pop()._values()
+            module = todo.pop()
+            stack = type(module)._member_values(module)  # a method an attribute cannot shadow
             while stack:
                 value = stack.pop()
                 if type(value) in _ATOMS:  # most attributes: sizes, flags, names
@@ -333,7 +336,7 @@ class Sequential(Module):
     def _members(self) -> Iterator[tuple[str, Any]]:
         return ((str(i), m) for i, m in enumerate(self.layers))
 
-    def _values(self) -> list[Any]:
+    def _member_values(self) -> list[Any]:
         return list(self.layers)
 
     def forward(self, x: Any) -> Any:
