@@ -194,8 +194,6 @@ class _Lease(list):  # type: ignore[type-arg]
 def _saved(reads: str, values: tuple[Any, ...], ans: np.ndarray,
            params: dict[str, Any]) -> tuple[Any, ...]:
     """What an op's VJP reads: "x" its inputs, "y" its output, "p" its array parameters."""
-    if reads == "x":
-        return values
     saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
     if "p" in reads:  # array parameters: where's cond, clip's bounds
         for v in params.values():
@@ -646,6 +644,8 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
                 ans.setflags(False)
                 if reads == "y" and ans.base is None:
                     reads = ""
+            elif _views_an_input(ans, values):
+                ans.setflags(False)
             t = _new(Tensor)
             t._data = ans
             t.grad = None
@@ -670,17 +670,17 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
                 t._site = _user_site()
                 _check_finite(ans, _forward_what(op), t, values)
             return t
-    if ans.base is not None and ans.flags.writeable and any(
-            type(v) is np.ndarray and np.may_share_memory(ans, v) for v in values):
-        ans.setflags(False)  # a view of an input: writing it would change that input
+    if _views_an_input(ans, values):
+        ans.setflags(False)
     if STATE.anomaly:
         _check_finite(ans, _forward_what(op), None, values)
-    t = _new(Tensor)
-    t._data = ans
-    t.grad = None
-    t._requires_grad = False
-    t._op = None
-    return t
+    return Tensor._make(ans)
+
+
+def _views_an_input(ans: np.ndarray, values: tuple[Any, ...]) -> bool:
+    """A writeable view of an input's memory: writing it would change that input."""
+    return ans.base is not None and ans.flags.writeable and any(
+        type(v) is np.ndarray and np.may_share_memory(ans, v) for v in values)
 
 
 def _forward_what(op: Any) -> str:
