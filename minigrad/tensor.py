@@ -81,21 +81,14 @@ def _lock(arrays: Sequence[Any]) -> _Lease | None:
         if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
             continue
         base = a.base
-        if base is None and not _leaf_views:  # the common case: an array owning its memory
-            entry = _locks.get(id(a))
-            if entry is not None:
-                entry[1] += 1
-            elif a.flags.writeable:
-                a.setflags(False)  # type: ignore[call-arg]
-                _locks[id(a)] = [a, 1]
-            else:
-                continue  # born read-only, or the user's read-only array
-            if locked is None:
-                locked = _Lease()
-            locked.append(a)
-            continue
+        owns = base is None and not _leaf_views  # the common case: an array owning its memory
+        if owns and not a.flags.writeable and id(a) not in _locks:
+            continue  # born read-only (or the user's read-only array): nothing to do
         if locked is None:
             locked = _Lease()
+        if owns:
+            _lock_one(a, locked)
+            continue
         owner = base if isinstance(base, np.ndarray) else a
         group = [] if a is owner else [a]
         siblings = _leaf_views.get(id(owner))
@@ -783,8 +776,8 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
     if root._op is not None and root._values is None:
         raise _freed_error(root)
     # Leaves (and requested inputs) may receive several contributions: they are summed into
-    # .grad (or into results) as they arrive; an op output's wait in `grads` for its turn (a
-    # dict of this sweep's own, so a backward() run inside a VJP cannot mix with this one).
+    # .grad (or into results) as they arrive; an op output's gradients wait in `grads` for its
+    # turn (this sweep's own dict, so a backward() run inside a VJP cannot mix with this one).
     results: dict[int, Any] = {}
     handed = {id(upstream)}  # arrays given to a leaf or by the caller: never aliased by a .grad
     grads: dict[int, Any] = {}
@@ -819,12 +812,7 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
             for i, p in enumerate(t._inputs):
                 if p is None:
                     continue
-                if all_grads is not None:
-                    pg = all_grads[i]
-                elif params:
-                    pg = op.vjps[i](g, y, *xs, **params)
-                else:
-                    pg = op.vjps[i](g, y, *xs)
+                pg = all_grads[i] if all_grads is not None else op.vjps[i](g, y, *xs, **params)
                 if pg is None:
                     continue
                 v = values[i]
@@ -834,10 +822,7 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                     _check_finite(pg._data if create_graph else pg,
                                   f"the VJP of {op.name} (input {i})", t, values)
                 if p._op is None or (stop is not None and id(p) in stop):
-                    if stop is None and p.grad is None:  # the common case, inline
-                        p.grad = owned(pg, handed, p._data.dtype)
-                    else:
-                        _deliver(p, pg, stop, results, handed)
+                    _deliver(p, pg, stop, results, handed)
                     continue
                 k = id(p)
                 prev = grads.get(k)
