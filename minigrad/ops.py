@@ -326,8 +326,14 @@ def _linear_vjp_w(g, y, x, w, b=None):
     return g.reshape((-1, g.shape[-1])).mT @ x.reshape((-1, x.shape[-1]))
 
 
+def _linear_vjp_b(g, y, x, w, b=None):
+    # Summed over the rows here, in one reduction, rather than left to the tape's un-broadcast.
+    rows = g.reshape((-1, g.shape[-1]))
+    return np.add.reduce(rows, axis=0) if type(rows) is np.ndarray else rows.sum(axis=0)
+
+
 def _linear_forward(x, w, b=None):
-    """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x (over all rows),  b̄ = ḡ (summed by the tape)"""
+    """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x,  b̄ = Σ ḡ   (W̄ and b̄ summed over all rows)"""
     y = x @ w.T
     if b is None:
         return y
@@ -338,7 +344,7 @@ def _linear_forward(x, w, b=None):
 
 
 linear = Primitive("linear", _linear_forward,
-                   (lambda g, y, x, w, b=None: g @ w, _linear_vjp_w, lambda g, y, x, w, b=None: g),
+                   (lambda g, y, x, w, b=None: g @ w, _linear_vjp_w, _linear_vjp_b),
                    reads="x", math=_linear_forward.__doc__.strip())  # type: ignore[union-attr]
 
 

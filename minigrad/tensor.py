@@ -615,6 +615,8 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
     elif len(args) == 1:
         a = args[0]
         values = (a._data if type(a) is Tensor else value_of(a, op.name),)
+    elif len(args) == 3 and type(args[0]) is type(args[1]) is type(args[2]) is Tensor:
+        values = (args[0]._data, args[1]._data, args[2]._data)  # nn.Linear's (x, W, b)
     else:
         values = tuple([a._data if type(a) is Tensor else value_of(a, op.name) for a in args])
     try:
@@ -822,7 +824,10 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                     _check_finite(pg._data if create_graph else pg,
                                   f"the VJP of {op.name} (input {i})", t, values)
                 if p._op is None or (stop is not None and id(p) in stop):
-                    _deliver(p, pg, stop, results, handed)
+                    if stop is None:
+                        _accumulate(p, pg, handed)
+                    else:
+                        _deliver(p, pg, stop, results, handed)
                     continue
                 k = id(p)
                 prev = grads.get(k)

@@ -338,6 +338,7 @@ def test_linear(lead: tuple[int, ...], n_in: int, n_out: int, bias: bool, seed: 
     if bias:
         check(lambda x_, w_, b_: mg.linear(x_, w_, b_), [x, w, b], "linear")
         check(lambda w_: mg.linear(x, w_, b), [w], "linear")  # the input needs no gradient
+        check(lambda x_, b_: mg.linear(x_, w, b_), [x, uniform(rng, ())], "linear")  # 0-d bias
     else:
         check(lambda x_, w_: mg.linear(x_, w_), [x, w], "linear")
 
