@@ -1,10 +1,12 @@
-"""Workloads W0–W5 of issue 5, each written four ways that compute the same thing.
+"""Workloads W0–W5 of issue 5, each written several ways that compute the same thing.
 
 - **numpy**: the floor. A hand-written forward and backward, the straightforward code a careful
   person writes (in place where that is natural, no wasted work, no tricks beyond that).
 - **minigrad**: the public API, as a user writes it (`mg.nn` when it imports, else raw Tensors).
 - **torch**: PyTorch CPU, as a user writes it (`torch.nn`, `torch.log_softmax`, `backward`).
 - **autograd**: HIPS autograd, when it imports.
+- **bare** (W0–W3): the least an eager NumPy tape can do (`benchmarks/bare_tape.py`): the same
+  ops, one closure each, no checks and no in-place safety. A measuring stick, not a peer.
 
 Each implementation is a factory returning an `Impl`: `step()` runs one forward + backward
 (what is timed) and returns the gradients; `grads()` turns one step's result into ndarrays in
@@ -24,9 +26,10 @@ from typing import Any
 import numpy as np
 
 import minigrad as mg
+from benchmarks import bare_tape as bt
 from benchmarks.harness import autograd_module, torch_module
 
-IMPLS = ("numpy", "minigrad", "torch", "autograd")
+IMPLS = ("numpy", "minigrad", "torch", "autograd", "bare")
 
 
 @dataclass
@@ -110,9 +113,19 @@ def w0(quick: bool) -> list[Variant]:
         x = x0.copy()
         return Impl(lambda: grad_fn(x), lambda r: [r])
 
+    def bare_impl() -> Impl:
+        x = bt.Node(x0.copy())
+
+        def step() -> Any:
+            x.grad = None
+            loss = bt.total(bt.tanh(bt.shift(bt.scale(x, 2), 1)))
+            bt.backward(loss)
+            return x.grad
+        return Impl(step, lambda r: [r])
+
     return [Variant("W0", "W0", "per-op overhead: ((x*2+1).tanh()).sum(), x (4,) float64",
                     dict(numpy=numpy_impl, minigrad=minigrad_impl, torch=torch_impl,
-                         autograd=autograd_impl), ops=4, rtol=1e-12)]
+                         autograd=autograd_impl, bare=bare_impl), ops=4, rtol=1e-12)]
 
 
 # =============================================================================================
@@ -286,11 +299,30 @@ def _mlp_variant(name: str, workload: str, what: str, sizes: tuple[int, int, int
         ps = [p.copy() for p in params]
         return Impl(lambda: grad_fn(ps, x), _numpy_grads)
 
+    def bare_impl() -> Impl:
+        w1, b1, w2, b2 = ps = [bt.Node(p.copy()) for p in params]
+
+        def step() -> Any:
+            for p in ps:
+                p.grad = None
+            h = bt.relu(bt.linear(bt.Node(x), w1, b1))
+            logp = bt.log_softmax(bt.linear_hidden(h, w2, b2))
+            if kind == "reinforce1":
+                loss = bt.neg(bt.scale(bt.pick(logp, (0, a0)), g0))
+            elif kind == "reinforce":
+                loss = bt.neg(bt.mean(bt.scale(bt.pick(logp, (rows, targets)), weights)))
+            else:
+                loss = bt.neg(bt.mean(bt.pick(logp, (rows, targets))))
+            bt.backward(loss)
+            return [p.grad for p in ps]
+        return Impl(step, _numpy_grads)
+
     if minigrad_nn() is None:
         notes.append("minigrad: raw Tensors (minigrad.nn not available)")
     rtol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
     return Variant(name, workload, what, dict(numpy=numpy_impl, minigrad=minigrad_impl,
-                                              torch=torch_impl, autograd=autograd_impl),
+                                              torch=torch_impl, autograd=autograd_impl,
+                                              bare=bare_impl),
                    rtol=rtol, notes=notes)
 
 

@@ -39,7 +39,7 @@ def test_quick_run_schema(quick_run: tuple[dict[str, Any], str, str]) -> None:
     assert isinstance(rows, list) and rows
     for r in rows:
         assert isinstance(r["name"], str) and r["name"].startswith("W")
-        assert r["impl"] in ("numpy", "minigrad", "torch", "autograd")
+        assert r["impl"] in ("numpy", "minigrad", "torch", "autograd", "bare")
         for key in ("median_s", "ratio_to_floor", "ratio_to_torch", "peak_bytes"):
             assert key in r and _number_or_none(r[key]), (r["name"], r["impl"], key, r[key])
         assert "error" not in r, (r["name"], r["impl"], r.get("error"))
@@ -56,6 +56,8 @@ def test_quick_run_schema(quick_run: tuple[dict[str, Any], str, str]) -> None:
         has_torch = "torch" in impls
         for r in impls.values():
             assert (r["ratio_to_torch"] is not None) == has_torch, (name, r["impl"])
+    for name in ("W0", "W1", "W2", "W3-float32", "W3-float64"):  # the measuring stick ran
+        assert any(r["name"] == name and r["impl"] == "bare" for r in rows), name
     w4 = {r["impl"]: r for r in rows if r["name"] == "W4"}
     activation = 4096 * 1000 * 8
     assert w4["numpy"]["peak_bytes"] >= activation  # at least the gradient it returns
