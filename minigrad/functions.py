@@ -37,6 +37,8 @@ def _axes(axis: Axis, ndim: int, name: str) -> tuple[int, ...]:
     """Normalise an axis argument to a sorted tuple of non-negative axes."""
     if axis is None:
         return _ALL_AXES[ndim] if ndim < 8 else tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:  # the common axis=-1
+        return (axis % ndim,)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for ax in axes:
@@ -298,10 +300,15 @@ def squeeze(x: ArrayLike, axis: int | Sequence[int] | None = None) -> Tensor:
 
 def getitem(x: ArrayLike, index: Any) -> Tensor:
     """x[index]: basic slicing, integer-array and boolean indexing, as NumPy."""
-    idx = _unwrap_index(index)
-    parts = idx if isinstance(idx, tuple) else (idx,)
-    basic = builtins.all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice))
-                         for p in parts)
+    if type(index) is tuple and builtins.all([type(p) is int or type(p) is slice
+                                              for p in index]):
+        idx, basic = index, True  # the common x[i, j] / x[:, 1:]: nothing to copy or check
+    else:
+        idx = _unwrap_index(index)
+        parts = idx if isinstance(idx, tuple) else (idx,)
+        basic = builtins.all(p is None or p is Ellipsis or isinstance(p, (int, np.integer,
+                                                                           slice))
+                             for p in parts)
     try:
         return apply(ops.getitem, x, index=idx, basic=basic)
     except IndexError as e:

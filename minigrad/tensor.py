@@ -639,7 +639,7 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
                 ans.setflags(False)
                 if reads == "y" and ans.base is None:
                     reads = ""
-            elif _views_an_input(ans, values):
+            elif ans.base is not None and _views_an_input(ans, values):
                 ans.setflags(False)
             t = _new(Tensor)
             t._data = ans
@@ -665,16 +665,22 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
                 t._site = _user_site()
                 _check_finite(ans, _forward_what(op), t, values)
             return t
-    if _views_an_input(ans, values):
+    if ans.base is not None and _views_an_input(ans, values):
         ans.setflags(False)
     if STATE.anomaly:
         _check_finite(ans, _forward_what(op), None, values)
-    return Tensor._make(ans)
+    t = _new(Tensor)  # Tensor._make, written out: this is the path of every op under no_grad
+    t._data = ans
+    t.grad = None
+    t._requires_grad = False
+    t._op = None
+    return t
 
 
 def _views_an_input(ans: np.ndarray, values: tuple[Any, ...]) -> bool:
-    """A writeable view of an input's memory: writing it would change that input."""
-    return ans.base is not None and ans.flags.writeable and any(
+    """A writeable view (ans.base is set: the callers test that first) of an input's memory:
+    writing it would change that input."""
+    return ans.flags.writeable and any(
         type(v) is np.ndarray and np.may_share_memory(ans, v) for v in values)
 
 
