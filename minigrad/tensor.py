@@ -74,42 +74,36 @@ _leaf_views: dict[int, list[weakref.ref[np.ndarray]]] = {}
 
 def _lock(arrays: Sequence[Any]) -> _Lease | None:
     """Make each array, the leaf-held views overlapping it and its memory owner read-only;
-    return what was locked (owners last), or None. A read-only array owning its memory that we
-    did not lock (a recorded op's output, born read-only) needs nothing."""
+    return what was locked (owners last), or None. A read-only array we did not lock (a
+    recorded op's output, born read-only, or the user's own) needs nothing."""
     locked = None
     for a in arrays:
         if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
             continue
         base = a.base
-        owns = base is None and not _leaf_views  # the common case: an array owning its memory
-        if owns and not a.flags.writeable and id(a) not in _locks:
-            continue  # born read-only (or the user's read-only array): nothing to do
-        if locked is None:
-            locked = _Lease()
-        if owns:
-            _lock_one(a, locked)
-            continue
-        owner = base if isinstance(base, np.ndarray) else a
-        group = [] if a is owner else [a]
-        siblings = _leaf_views.get(id(owner))
-        if siblings:
-            group += [v for r in siblings if (v := r()) is not None and v is not a
-                      and np.may_share_memory(v, a)]
-        group.append(owner)
-        for arr in group:
-            _lock_one(arr, locked)
-    return locked if locked else None
-
-
-def _lock_one(arr: np.ndarray, locked: list[np.ndarray]) -> None:
-    entry = _locks.get(id(arr))
-    if entry is not None:
-        entry[1] += 1
-        locked.append(arr)
-    elif arr.flags.writeable:
-        arr.setflags(False)  # type: ignore[call-arg]
-        _locks[id(arr)] = [arr, 1]
-        locked.append(arr)
+        if base is None and not _leaf_views:  # the common case: an array owning its memory
+            group: Sequence[np.ndarray] = (a,)
+        else:
+            owner = base if isinstance(base, np.ndarray) else a
+            group = [] if a is owner else [a]
+            siblings = _leaf_views.get(id(owner))
+            if siblings:
+                group += [v for r in siblings if (v := r()) is not None and v is not a
+                          and np.may_share_memory(v, a)]
+            group.append(owner)
+        for arr in group:  # counted: an array several live nodes read unlocks with the last
+            entry = _locks.get(id(arr))
+            if entry is not None:
+                entry[1] += 1
+            elif arr.flags.writeable:
+                arr.setflags(False)  # type: ignore[call-arg]
+                _locks[id(arr)] = [arr, 1]
+            else:
+                continue
+            if locked is None:
+                locked = _Lease()
+            locked.append(arr)
+    return locked
 
 
 def _unlock(locked: Sequence[np.ndarray]) -> None:
