@@ -16,6 +16,7 @@ as an index or a condition): those arrays are made read-only while the tape hold
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -321,15 +322,26 @@ def matmul(a, b):
     return a @ b
 
 
+def _rows(a):
+    """a as (rows, last axis): every batch axis flattened (spelled out, since -1 cannot be
+    inferred when the last axis is empty)."""
+    return a.reshape((math.prod(a.shape[:-1]), a.shape[-1]))
+
+
 def _linear_vjp_w(g, y, x, w, b=None):
     # Batch axes flattened, so W̄ = Σ over every row of ḡᵀx comes out in W's own layout.
-    return g.reshape((-1, g.shape[-1])).mT @ x.reshape((-1, x.shape[-1]))
+    if g.ndim == 2:
+        return g.mT @ x
+    return _rows(g).mT @ _rows(x)
 
 
 def _linear_vjp_b(g, y, x, w, b=None):
-    # Summed over the rows here, in one reduction, rather than left to the tape's un-broadcast.
-    rows = g.reshape((-1, g.shape[-1]))
-    return np.add.reduce(rows, axis=0) if type(rows) is np.ndarray else rows.sum(axis=0)
+    # Summed over the batch axes here, in one reduction, rather than by the tape's un-broadcast;
+    # a 0-d bias is left to the tape, which sums all of g at once (one rounding path, as before).
+    if g.ndim < 2 or b.ndim == 0:
+        return g
+    lead = tuple(range(g.ndim - 1))
+    return np.add.reduce(g, axis=lead) if type(g) is np.ndarray else g.sum(axis=lead)
 
 
 def _linear_forward(x, w, b=None):

@@ -343,6 +343,21 @@ def test_linear(lead: tuple[int, ...], n_in: int, n_out: int, bias: bool, seed: 
         check(lambda x_, w_: mg.linear(x_, w_), [x, w], "linear")
 
 
+@pytest.mark.parametrize("x_shape", [(2,), (3, 2), (4, 3, 2), (0, 2)])
+@pytest.mark.parametrize("b_shape", [(0,), ()])
+def test_linear_with_no_outputs_has_empty_gradients(x_shape: tuple[int, ...],
+                                                    b_shape: tuple[int, ...]) -> None:
+    """out_features = 0: every gradient is zero, of its input's shape (nothing to infer from)."""
+    x = mg.tensor(np.ones(x_shape), requires_grad=True)
+    w = mg.tensor(np.ones((0, 2)), requires_grad=True)
+    b = mg.tensor(np.ones(b_shape), requires_grad=True)
+    y = mg.linear(x, w, b)
+    assert y.shape == x_shape[:-1] + (0,)
+    y.backward(np.ones(y.shape))
+    for t in (x, w, b):
+        assert t.grad is not None and t.grad.shape == t.shape and not np.any(t.grad)
+
+
 def test_linear_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match=r"linear: .*\(2, 3\).*\(4, 2\)"):
         mg.linear(np.ones((2, 3)), np.ones((4, 2)))
