@@ -335,15 +335,6 @@ def _linear_vjp_w(g, y, x, w, b=None):
     return _rows(g).mT @ _rows(x)
 
 
-def _linear_vjp_b(g, y, x, w, b=None):
-    # Summed over the batch axes here, in one reduction, rather than by the tape's un-broadcast;
-    # a 0-d bias is left to the tape, which sums all of g at once (one rounding path, as before).
-    if g.ndim < 2 or b.ndim == 0:
-        return g
-    lead = tuple(range(g.ndim - 1))
-    return np.add.reduce(g, axis=lead) if type(g) is np.ndarray else g.sum(axis=lead)
-
-
 def _linear_forward(x, w, b=None):
     """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x,  b̄ = Σ ḡ   (W̄ and b̄ summed over all rows)"""
     y = x @ w.T
@@ -356,7 +347,8 @@ def _linear_forward(x, w, b=None):
 
 
 linear = Primitive("linear", _linear_forward,
-                   (lambda g, y, x, w, b=None: g @ w, _linear_vjp_w, _linear_vjp_b),
+                   (lambda g, y, x, w, b=None: g @ w, _linear_vjp_w,
+                    lambda g, y, x, w, b=None: sum_to(g, b.shape)),
                    reads="x", math=_linear_forward.__doc__.strip())  # type: ignore[union-attr]
 
 
