@@ -67,22 +67,12 @@ def mean(x: Node) -> Node:
 
 
 def linear(x: Node, w: Node, b: Node) -> Node:
-    """x Wᵀ + b, W in PyTorch's (out, in) layout; x is data (no gradient)."""
-    out = Node(x.value @ w.value.T + b.value, (w, b))
-
-    def back(g: Any) -> None:
-        _add_grad(w, g.T @ x.value)
-        _add_grad(b, g.sum(axis=0))
-    out.back = back
-    return out
-
-
-def linear_hidden(x: Node, w: Node, b: Node) -> Node:
-    """linear() whose input needs a gradient too."""
+    """x Wᵀ + b, W in PyTorch's (out, in) layout; x gets a gradient only when it is an op output."""
     out = Node(x.value @ w.value.T + b.value, (x, w, b))
 
     def back(g: Any) -> None:
-        _add_grad(x, g @ w.value)
+        if x.back is not None:
+            _add_grad(x, g @ w.value)
         _add_grad(w, g.T @ x.value)
         _add_grad(b, g.sum(axis=0))
     out.back = back

@@ -306,7 +306,7 @@ def _mlp_variant(name: str, workload: str, what: str, sizes: tuple[int, int, int
             for p in ps:
                 p.grad = None
             h = bt.relu(bt.linear(bt.Node(x), w1, b1))
-            logp = bt.log_softmax(bt.linear_hidden(h, w2, b2))
+            logp = bt.log_softmax(bt.linear(h, w2, b2))
             if kind == "reinforce1":
                 loss = bt.neg(bt.scale(bt.pick(logp, (0, a0)), g0))
             elif kind == "reinforce":
