@@ -132,6 +132,8 @@ def _saved(node: Tensor) -> list[Any]:
     candidates: list[Any] = []
     if "x" in reads:
         candidates += node._values
+    else:  # digits: only those inputs
+        candidates += [v for i, v in enumerate(node._values) if str(i) in reads]
     if "y" in reads:
         candidates.append(node._ans)
     for p in node._params.values():

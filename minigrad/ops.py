@@ -10,8 +10,9 @@ overhead. When a transform asks for higher order (`mg.grad(mg.grad(f))`, `mg.hes
 rules run on Tensors, and NumPy's dispatch protocols send `np.exp`, `np.where`, … back into this
 table, so the VJP itself is recorded and can be differentiated again.
 
-`reads` says what a VJP reads numerically ("x" inputs, "y" output, "p" array parameters such
-as an index or a condition): those arrays are made read-only while the tape holds them.
+`reads` says what a VJP reads numerically ("x" inputs, or digits for only those inputs, "y"
+output, "p" array parameters such as an index or a condition): those arrays are made read-only
+while the tape holds them.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def multiply(a, b):
 
 
 @primitive(lambda g, y, a, b: g / b,
-           lambda g, y, a, b: -g * y / b, reads="xy", direct=np.divide)
+           lambda g, y, a, b: -g * y / b, reads="1y", direct=np.divide)
 def divide(a, b):
     """y = a / b;  ā = ḡ / b,  b̄ = −ḡ·y / b"""
     return np.divide(a, b)
@@ -274,7 +275,10 @@ def softmax(x, axis):
 def log_softmax(x, axis):
     """y = x − logΣeˣ;  x̄ = ḡ − eʸ·Σ_axis ḡ"""
     z = x - np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
-    z -= np.log(np.add.reduce(np.exp(z), axis=axis, keepdims=True))
+    if z.size <= 64:  # a policy's few logits: one reduction costs less than exp, sum and log
+        z -= np.logaddexp.reduce(z, axis=axis, keepdims=True)
+    else:
+        z -= np.log(np.add.reduce(np.exp(z), axis=axis, keepdims=True))
     return z
 
 
@@ -349,7 +353,8 @@ def _linear_forward(x, w, b=None):
 linear = Primitive("linear", _linear_forward,
                    (lambda g, y, x, w, b=None: g @ w, _linear_vjp_w,
                     lambda g, y, x, w, b=None: sum_to(g, b.shape)),
-                   reads="x", math=_linear_forward.__doc__.strip())  # type: ignore[union-attr]
+                   reads="01",  # b̄ needs b's shape only: the bias is not locked
+                   math=_linear_forward.__doc__.strip())  # type: ignore[union-attr]
 
 
 # --- shape and indexing -----------------------------------------------------------------------

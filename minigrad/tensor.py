@@ -180,8 +180,11 @@ class _Lease(list):  # type: ignore[type-arg]
 
 def _saved(reads: str, values: tuple[Any, ...], ans: np.ndarray,
            params: dict[str, Any]) -> tuple[Any, ...]:
-    """What an op's VJP reads: "x" its inputs, "y" its output, "p" its array parameters."""
-    saved = (values if "x" in reads else ()) + ((ans,) if "y" in reads else ())
+    """What an op's VJP reads: "x" its inputs ("01": only inputs 0 and 1), "y" its output,
+    "p" its array parameters."""
+    saved = values if "x" in reads else tuple([v for i, v in enumerate(values) if str(i) in reads])
+    if "y" in reads:
+        saved += (ans,)
     if "p" in reads:  # array parameters: where's cond, clip's bounds
         for v in params.values():
             saved += v if isinstance(v, tuple) else (v,)
@@ -652,7 +655,8 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
             t._params = params
             t._seq = _next_seq()
             if reads:
-                t._lease = _lock(values if reads == "x" else _saved(reads, values, ans, params))
+                t._lease = _lock(values if reads == "x" else values[:2] if reads == "01"
+                                 else _saved(reads, values, ans, params))
             else:
                 t._lease = None
             if STATE.anomaly:

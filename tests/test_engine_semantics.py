@@ -68,6 +68,17 @@ def test_softmax_family_finite_and_correct_at_huge_logits(dtype: Any) -> None:
         np.testing.assert_allclose(t.grad, expected, **tol)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("cols", [4, 16, 17, 50])
+def test_log_softmax_is_as_exact_for_few_logits_as_for_many(cols: int) -> None:
+    """Up to 64 elements log_softmax sums with one logaddexp reduction, above with exp, sum and
+    log: both stay within rounding of the careful reference at ±1e4, either side of the switch."""
+    x = np.tile(HUGE, (1, cols // 4 + 1))[:, :cols]
+    x[:, 4:] += np.linspace(-3.0, 3.0, cols - 4)
+    _, lsm, _ = careful_rows(x)
+    got = mg.log_softmax(mg.tensor(x), axis=-1).data
+    np.testing.assert_allclose(got, lsm, rtol=1e-12, atol=1e-300)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cross_entropy_from_log_softmax_at_huge_logits(dtype: Any) -> None:
     logits = mg.tensor(HUGE.astype(dtype), requires_grad=True)

@@ -221,6 +221,32 @@ def test_saved_parameters_of_an_op_are_protected() -> None:
     np.testing.assert_allclose(x.grad, [1 + 3 + 10, 1 + 0 + 0, 0 + 3 + 0])
 
 
+def test_inputs_no_vjp_reads_stay_writeable_and_writes_to_them_are_harmless() -> None:
+    """linear's bias (b̄ = Σḡ needs only its shape) and divide's numerator (ā = ḡ/b, b̄ = −ḡy/b)
+    are not locked: a write into them between forward and backward is allowed and leaves every
+    gradient as it was at the forward values; the arrays the VJPs do read stay refused."""
+    def run(write: bool) -> list[np.ndarray]:
+        rng = np.random.default_rng(3)
+        x = mg.tensor(rng.normal(size=(5, 3)), requires_grad=True)
+        w = mg.tensor(rng.normal(size=(4, 3)), requires_grad=True)
+        b = mg.tensor(rng.normal(size=4), requires_grad=True)
+        num = mg.tensor(rng.normal(size=4), requires_grad=True)
+        den = mg.tensor(rng.uniform(1.0, 2.0, size=4), requires_grad=True)
+        y = mg.nn.functional.linear(x, w, b) * (num / den)
+        loss = (y * y).sum()
+        if write:
+            b.data[...] = 100.0
+            num.data *= -3.0
+            for saved in (x.data, w.data, den.data):
+                with pytest.raises(ValueError):
+                    saved[...] = 0.0
+        loss.backward()
+        return [t.grad for t in (x, w, b, num, den)]  # type: ignore[misc]
+
+    for got, want in zip(run(write=True), run(write=False)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_rebinding_data_during_a_higher_order_transform_raises_or_is_exact() -> None:
     def f(t: mg.Tensor) -> mg.Tensor:
         y = t.exp()
