@@ -131,6 +131,94 @@ def test_train_eval_are_recursive_and_zero_grad_resets_to_none():
     assert all(p.grad is None for p in net.parameters())
 
 
+def _give_grads(module: nn.Module) -> list[mg.Tensor]:
+    params = list(module.parameters())
+    for p in params:
+        p.grad = np.ones_like(p.data)
+    return params
+
+
+def test_zero_grad_sees_every_change_to_the_tree_after_it_remembered_it():
+    """zero_grad remembers the Tensors it found; any attribute set or deleted on any module of
+    the tree, and any change to a list or dict it holds, must still be seen."""
+    net = nn.Sequential(nn.Linear(2, 3, rng=0), nn.ReLU(), nn.Linear(3, 1, rng=1))
+    for _ in range(2):  # the second call runs from the remembered plan
+        _give_grads(net)
+        net.zero_grad()
+        assert all(p.grad is None for p in net.parameters())
+    changes = [
+        lambda: setattr(net[0], "weight", mg.tensor(np.ones((3, 2)), requires_grad=True)),
+        lambda: setattr(net[1], "extra", mg.tensor(np.ones(2), requires_grad=True)),
+        lambda: setattr(net, "layers", net.layers + (nn.Linear(1, 1, rng=2),)),
+        lambda: delattr(net[1], "extra"),
+        lambda: net[0].register_buffer("stat", np.zeros(3)),
+    ]
+    for change in changes:
+        net.zero_grad()  # remember the tree as it is
+        change()
+        _give_grads(net)
+        net.zero_grad()
+        assert all(p.grad is None for p in net.parameters())
+
+    class Holder(nn.Module):
+        def __init__(self, container: list[nn.Module] | dict[str, nn.Module]) -> None:
+            self.blocks = container
+
+        def forward(self, x):
+            return x
+
+    for container in ([nn.Linear(2, 2, rng=0)], {"first": nn.Linear(2, 2, rng=0)}):
+        holder = Holder(container)
+        late = nn.Linear(2, 1, rng=1)  # made first: its __init__ sets attributes
+        holder.zero_grad()
+        if isinstance(container, list):
+            container.append(late)  # no attribute is set: only the list changed
+        else:
+            container["late"] = late
+        _give_grads(holder)
+        holder.zero_grad()
+        assert len(list(holder.parameters())) == 4
+        assert all(p.grad is None for p in holder.parameters()), type(container)
+
+    class OwnSetattr(nn.Module):  # writes its attributes without Module.__setattr__
+        def __setattr__(self, name: str, value: object) -> None:
+            self.__dict__[name] = value
+
+        def forward(self, x):
+            return x
+
+    own, late = OwnSetattr(), nn.Linear(2, 1, rng=1)
+    own.first = nn.Linear(2, 2, rng=0)
+    own.zero_grad()
+    own.late = late
+    _give_grads(own)
+    own.zero_grad()
+    assert all(p.grad is None for p in own.parameters())
+
+
+def test_zero_grad_keeps_no_dropped_graph_alive():
+    """A graph kept on a module and then dropped (rebound or deleted) releases its locks at
+    once, even though zero_grad saw it: the parameter can be updated in place right away."""
+    class Keeper(nn.Module):
+        def __init__(self) -> None:
+            self.lin = nn.Linear(2, 2, rng=0)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    net = Keeper()
+    w = net.lin.weight
+    for drop in (lambda: setattr(net, "out", None), lambda: delattr(net, "out")):
+        net.out = net(mg.tensor(np.ones((1, 2)), requires_grad=True))  # a live graph
+        net.zero_grad()
+        with pytest.raises(ValueError):
+            w.data -= 1.0  # the live graph saved it
+        before = w.data.copy()
+        drop()
+        w.data -= 1.0  # in place, without an error
+        np.testing.assert_array_equal(w.data, before - 1.0)
+
+
 def test_module_without_super_init_and_forward_missing():
     class Bare(nn.Module):
         def __init__(self):

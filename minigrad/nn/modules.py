@@ -17,6 +17,7 @@ with dots, so `Sequential(Linear(4, 16), ReLU(), Linear(16, 2))` has `0.weight, 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -41,6 +42,14 @@ class IncompatibleKeys(NamedTuple):
 
 _ATOMS = frozenset({bool, int, float, str, type(None)})
 
+# zero_grad runs every training step, and on a small policy walking the module tree costs more
+# than the rest of the step's bookkeeping. So each root remembers the Tensors its walk found:
+# id(root) -> (weak reference to root, Tensors). Setting or deleting any Module's attribute
+# forgets every plan (and the references they hold). A tree that can change without that (a
+# list or dict among its attributes, a module with its own __setattr__, __delattr__ or member
+# walk) gets no plan and is walked every time.
+_ZERO_GRAD_PLANS: dict[int, tuple[weakref.ref[Module], list[Tensor]]] = {}
+
 
 class Module:
     """Base class of every layer and network: subclass it and write `forward`.
@@ -64,6 +73,16 @@ class Module:
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if _ZERO_GRAD_PLANS:
+            _ZERO_GRAD_PLANS.clear()
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if _ZERO_GRAD_PLANS:
+            _ZERO_GRAD_PLANS.clear()
+        object.__delattr__(self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
@@ -172,8 +191,18 @@ class Module:
 
     # -- training helpers ----------------------------------------------------------------------
     def zero_grad(self) -> None:
-        """Reset every parameter's gradient to None (the next backward assigns a fresh one)."""
-        # The same tree as parameters(), walked without names: this runs every training step.
+        """Reset every parameter's gradient to None (the next backward assigns a fresh one).
+
+        The Tensors found are remembered until a Module attribute is next set or deleted (see
+        _ZERO_GRAD_PLANS); writing into a module's `__dict__` directly goes unnoticed."""
+        plan = _ZERO_GRAD_PLANS.get(id(self))
+        if plan is not None and plan[0]() is self:
+            for t in plan[1]:
+                t.grad = None
+            return
+        # The same tree as parameters(), walked without names.
+        tensors: list[Tensor] = []
+        plannable = _plannable(type(self))
         todo: list[Module] = [self]
         seen = {id(self)}
         while todo:
@@ -185,14 +214,22 @@ class Module:
                     continue
                 if isinstance(value, Tensor):
                     value.grad = None  # only leaves that require grad ever hold one
+                    tensors.append(value)
                 elif isinstance(value, Module):
                     if id(value) not in seen:
                         seen.add(id(value))
                         todo.append(value)
+                        plannable = plannable and _plannable(type(value))
                 elif isinstance(value, (list, tuple)):
+                    plannable = plannable and type(value) is tuple
                     stack.extend(value)
                 elif isinstance(value, dict):
+                    plannable = False
                     stack.extend(value.values())
+        if plannable:
+            key = id(self)
+            _ZERO_GRAD_PLANS[key] = (weakref.ref(self, lambda ref: _forget_plan(key, ref)),
+                                     tensors)
 
     def train(self, mode: bool = True) -> Module:
         """Set the `training` flag of this module and every submodule; returns self."""
@@ -271,6 +308,20 @@ class Module:
         body = "".join(f"\n  ({name}): " + repr(m).replace("\n", "\n  ")
                        for name, m in children)
         return f"{type(self).__name__}({body}\n)"
+
+
+def _plannable(cls: type[Module]) -> bool:
+    """Can every change to this module's members be seen by Module.__setattr__/__delattr__?"""
+    return (cls.__setattr__ is Module.__setattr__ and cls.__delattr__ is Module.__delattr__
+            and (cls._member_values is Sequential._member_values
+                 or (cls._member_values is Module._member_values
+                     and cls._members is Module._members)))
+
+
+def _forget_plan(key: int, ref: weakref.ref[Module]) -> None:
+    plan = _ZERO_GRAD_PLANS.get(key)
+    if plan is not None and plan[0] is ref:
+        del _ZERO_GRAD_PLANS[key]
 
 
 def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
