@@ -362,11 +362,15 @@ class Linear(Module):
             if bias else None)
 
     def forward(self, x: Any) -> Tensor:
-        shape = x._data.shape if type(x) is Tensor else np.shape(x)
-        if shape[-1:] != (self.in_features,):
-            raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape "
-                             f"{shape} must end in in_features={self.in_features}")
-        return _linear(x, self.weight, self.bias)
+        try:
+            return _linear(x, self.weight, self.bias)  # checks the shapes
+        except ValueError:
+            shape = x._data.shape if isinstance(x, Tensor) else np.shape(x)
+            if shape[-1:] != (self.in_features,):  # say it in this module's terms
+                raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of "
+                                 f"shape {shape} must end in in_features={self.in_features}"
+                                 ) from None
+            raise
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
