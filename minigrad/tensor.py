@@ -743,6 +743,8 @@ def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     """Un-broadcast: sum g over the axes NumPy broadcasting added or stretched to reach g.shape."""
     lead = g.ndim - len(shape)
     if 0 < lead and g.shape[lead:] == shape:  # only leading axes added (a bias): sum them away
+        if lead == 1 and g.shape[0] == 1:  # a batch of one row: that row is the sum
+            return g.reshape(shape)
         axes = tuple(range(lead))
         return np.add.reduce(g, axis=axes) if type(g) is np.ndarray else g.sum(axis=axes)
     axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape)
