@@ -132,6 +132,8 @@ def _saved(node: Tensor) -> list[Any]:
     candidates: list[Any] = []
     if "x" in reads:
         candidates += node._values
+    elif any(isinstance(v, np.ndarray) and v.base is not None for v in node._values):
+        candidates += node._values  # a view among the inputs: all are locked (tensor._saved)
     else:  # digits: only those inputs
         candidates += [v for i, v in enumerate(node._values) if str(i) in reads]
     if "y" in reads:

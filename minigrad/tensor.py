@@ -182,7 +182,12 @@ def _saved(reads: str, values: tuple[Any, ...], ans: np.ndarray,
            params: dict[str, Any]) -> tuple[Any, ...]:
     """What an op's VJP reads: "x" its inputs ("01": only inputs 0 and 1), "y" its output,
     "p" its array parameters."""
-    saved = values if "x" in reads else tuple([v for i, v in enumerate(values) if str(i) in reads])
+    if "x" in reads or any([type(v) is np.ndarray and v.base is not None for v in values]):
+        # (An unread input may view memory a read one also uses: a write through it would
+        # change what the VJP reads, so then every input is locked.)
+        saved = values
+    else:
+        saved = tuple([v for i, v in enumerate(values) if str(i) in reads])
     if "y" in reads:
         saved += (ans,)
     if "p" in reads:  # array parameters: where's cond, clip's bounds
@@ -655,8 +660,7 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
             t._params = params
             t._seq = _next_seq()
             if reads:
-                t._lease = _lock(values if reads == "x" else values[:2] if reads == "01"
-                                 else _saved(reads, values, ans, params))
+                t._lease = _lock(values if reads == "x" else _saved(reads, values, ans, params))
             else:
                 t._lease = None
             if STATE.anomaly:

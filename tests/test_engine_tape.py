@@ -247,6 +247,25 @@ def test_inputs_no_vjp_reads_stay_writeable_and_writes_to_them_are_harmless() ->
         np.testing.assert_array_equal(got, want)
 
 
+def test_an_unread_input_that_views_a_read_one_is_locked() -> None:
+    """A bias that is a view of the weight's memory, or a numerator viewing the denominator's,
+    would let a write reach what the VJP reads: then every input is locked."""
+    rng = np.random.default_rng(4)
+    w = mg.tensor(rng.normal(size=(3, 3)), requires_grad=True)
+    x = mg.tensor(rng.normal(size=(2, 3)), requires_grad=True)
+    bias = w.data[0]  # made before the op: its own writeable flag
+    loss = mg.nn.functional.linear(x, w, bias).sum()
+    with pytest.raises(ValueError):
+        bias[...] = 7.0
+    buf = rng.uniform(1.0, 2.0, size=4)
+    den, num = mg.Tensor(buf, requires_grad=True), buf[::-1]
+    ratio = ((num / den) * np.arange(1.0, 5.0)).sum()
+    with pytest.raises(ValueError):
+        num[...] = 5.0
+    loss.backward()
+    ratio.backward()
+
+
 def test_rebinding_data_during_a_higher_order_transform_raises_or_is_exact() -> None:
     def f(t: mg.Tensor) -> mg.Tensor:
         y = t.exp()

@@ -6,6 +6,7 @@ installed; everything else checks against formulas written out in NumPy.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -179,6 +180,31 @@ def test_zero_grad_sees_every_change_to_the_tree_after_it_remembered_it():
         holder.zero_grad()
         assert len(list(holder.parameters())) == 4
         assert all(p.grad is None for p in holder.parameters()), type(container)
+
+    seq, late = nn.Sequential(nn.Linear(2, 2, rng=0)), nn.Linear(2, 1, rng=1)
+    seq.layers = list(seq.layers)  # a list of layers can grow without an attribute being set
+    seq.zero_grad()
+    seq.layers.append(late)
+    _give_grads(seq)
+    seq.zero_grad()
+    assert all(p.grad is None for p in seq.parameters())
+
+    class Lazy(nn.Module):  # a cached_property writes into __dict__ behind __setattr__'s back
+        def __init__(self) -> None:
+            self.lin = nn.Linear(2, 2, rng=0)
+
+        @functools.cached_property
+        def temperature(self) -> mg.Tensor:
+            return mg.tensor(np.ones(1), requires_grad=True)
+
+        def forward(self, x):
+            return x
+
+    lazy = Lazy()
+    lazy.zero_grad()
+    lazy.temperature.grad = np.ones(1)
+    lazy.zero_grad()
+    assert lazy.temperature.grad is None
 
     class OwnSetattr(nn.Module):  # writes its attributes without Module.__setattr__
         def __setattr__(self, name: str, value: object) -> None:

@@ -48,7 +48,10 @@ _ATOMS = frozenset({bool, int, float, str, type(None)})
 # forgets every plan (and the references they hold). A tree that can change without that (a
 # list or dict among its attributes, a module with its own __setattr__, __delattr__ or member
 # walk) gets no plan and is walked every time.
-_ZERO_GRAD_PLANS: dict[int, tuple[weakref.ref[Module], list[Tensor]]] = {}
+# A plan also keeps each module's attribute count, so an attribute added or removed behind
+# __setattr__'s back (functools.cached_property, object.__setattr__) is seen as well; only
+# replacing an existing attribute through __dict__ goes unnoticed.
+_ZERO_GRAD_PLANS: dict[int, tuple[weakref.ref[Module], list[Tensor], list[Module], list[int]]] = {}
 
 
 class Module:
@@ -193,10 +196,12 @@ class Module:
     def zero_grad(self) -> None:
         """Reset every parameter's gradient to None (the next backward assigns a fresh one).
 
-        The Tensors found are remembered until a Module attribute is next set or deleted (see
-        _ZERO_GRAD_PLANS); writing into a module's `__dict__` directly goes unnoticed."""
+        The Tensors found are remembered until a Module attribute is next set, added or
+        deleted (see _ZERO_GRAD_PLANS); replacing an existing attribute by writing into a
+        module's `__dict__` directly goes unnoticed."""
         plan = _ZERO_GRAD_PLANS.get(id(self))
-        if plan is not None and plan[0]() is self:
+        if plan is not None and plan[0]() is self \
+                and list(map(len, map(vars, plan[2]))) == plan[3]:  # nothing added or removed
             for t in plan[1]:
                 t.grad = None
             return
@@ -204,6 +209,7 @@ class Module:
         tensors: list[Tensor] = []
         plannable = _plannable(type(self))
         todo: list[Module] = [self]
+        modules: list[Module] = [self]
         seen = {id(self)}
         while todo:
             module = todo.pop()
@@ -219,6 +225,7 @@ class Module:
                     if id(value) not in seen:
                         seen.add(id(value))
                         todo.append(value)
+                        modules.append(value)
                         plannable = plannable and _plannable(type(value))
                 elif isinstance(value, (list, tuple)):
                     plannable = plannable and type(value) is tuple
@@ -229,7 +236,7 @@ class Module:
         if plannable:
             key = id(self)
             _ZERO_GRAD_PLANS[key] = (weakref.ref(self, lambda ref: _forget_plan(key, ref)),
-                                     tensors)
+                                     tensors, modules, list(map(len, map(vars, modules))))
 
     def train(self, mode: bool = True) -> Module:
         """Set the `training` flag of this module and every submodule; returns self."""
@@ -392,7 +399,7 @@ class Sequential(Module):
         return ((str(i), m) for i, m in enumerate(self.layers))
 
     def _member_values(self) -> list[Any]:
-        return list(self.layers)
+        return [self.layers]  # the container itself, so zero_grad sees when it is a list
 
     def forward(self, x: Any) -> Any:
         for m in self.layers:
