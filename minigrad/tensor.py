@@ -182,12 +182,14 @@ def _saved(reads: str, values: tuple[Any, ...], ans: np.ndarray,
            params: dict[str, Any]) -> tuple[Any, ...]:
     """What an op's VJP reads: "x" its inputs ("01": only inputs 0 and 1), "y" its output,
     "p" its array parameters."""
-    if "x" in reads or any([type(v) is np.ndarray and v.base is not None for v in values]):
-        # (An unread input may view memory a read one also uses: a write through it would
-        # change what the VJP reads, so then every input is locked.)
-        saved = values
-    else:
-        saved = tuple([v for i, v in enumerate(values) if str(i) in reads])
+    saved = values
+    if "x" not in reads:
+        for v in values:
+            if type(v) is np.ndarray and v.base is not None:
+                break  # an unread input may view memory a read one uses: lock every input
+        else:
+            saved = values[:2] if reads == "01" else tuple(
+                [v for i, v in enumerate(values) if str(i) in reads])
     if "y" in reads:
         saved += (ans,)
     if "p" in reads:  # array parameters: where's cond, clip's bounds
