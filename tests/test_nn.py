@@ -189,6 +189,22 @@ def test_zero_grad_sees_every_change_to_the_tree_after_it_remembered_it():
     seq.zero_grad()
     assert all(p.grad is None for p in seq.parameters())
 
+    class WithHead(nn.Sequential):  # a Sequential subclass listing one more member
+        def __init__(self) -> None:
+            super().__init__(nn.Linear(2, 2, rng=0))
+            self.head = nn.Linear(2, 1, rng=1)
+
+        def _members(self):
+            yield from super()._members()
+            yield "head", self.head
+
+    with_head = WithHead()
+    for _ in range(2):
+        _give_grads(with_head)
+        with_head.zero_grad()
+        assert len(list(with_head.parameters())) == 4
+        assert all(p.grad is None for p in with_head.parameters())
+
     class Lazy(nn.Module):  # a cached_property writes into __dict__ behind __setattr__'s back
         def __init__(self) -> None:
             self.lin = nn.Linear(2, 2, rng=0)

@@ -320,7 +320,8 @@ class Module:
 def _plannable(cls: type[Module]) -> bool:
     """Can every change to this module's members be seen by Module.__setattr__/__delattr__?"""
     return (cls.__setattr__ is Module.__setattr__ and cls.__delattr__ is Module.__delattr__
-            and (cls._member_values is Sequential._member_values
+            and ((cls._member_values is Sequential._member_values
+                  and cls._members is Sequential._members)
                  or (cls._member_values is Module._member_values
                      and cls._members is Module._members)))
 
@@ -399,6 +400,8 @@ class Sequential(Module):
         return ((str(i), m) for i, m in enumerate(self.layers))
 
     def _member_values(self) -> list[Any]:
+        if type(self)._members is not Sequential._members:  # a subclass adds members
+            return [value for _, value in self._members()]
         return [self.layers]  # the container itself, so zero_grad sees when it is a list
 
     def forward(self, x: Any) -> Any:
