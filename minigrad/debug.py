@@ -132,10 +132,11 @@ def _saved(node: Tensor) -> list[Any]:
     candidates: list[Any] = []
     if "x" in reads:
         candidates += node._values
-    elif any(isinstance(v, np.ndarray) and v.base is not None for v in node._values):
-        candidates += node._values  # a view among the inputs: all are locked (tensor._saved)
-    else:  # digits: only those inputs
-        candidates += [v for i, v in enumerate(node._values) if str(i) in reads]
+    elif reads[:1].isdigit():  # only those inputs, or all when one is a view (tensor._saved)
+        if any(isinstance(v, np.ndarray) and v.base is not None for v in node._values):
+            candidates += node._values
+        else:
+            candidates += [v for i, v in enumerate(node._values) if str(i) in reads]
     if "y" in reads:
         candidates.append(node._ans)
     for p in node._params.values():

@@ -182,11 +182,14 @@ def _saved(reads: str, values: tuple[Any, ...], ans: np.ndarray,
            params: dict[str, Any]) -> tuple[Any, ...]:
     """What an op's VJP reads: "x" its inputs ("01": only inputs 0 and 1), "y" its output,
     "p" its array parameters."""
-    saved = values
-    if "x" not in reads:
+    saved: tuple[Any, ...] = ()
+    if "x" in reads:
+        saved = values
+    elif reads[0].isdigit():  # only some inputs
         for v in values:
             if type(v) is np.ndarray and v.base is not None:
-                break  # an unread input may view memory a read one uses: lock every input
+                saved = values  # an unread input may view memory a read one uses: lock them all
+                break
         else:
             saved = values[:2] if reads == "01" else tuple(
                 [v for i, v in enumerate(values) if str(i) in reads])

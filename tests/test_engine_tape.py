@@ -266,6 +266,17 @@ def test_an_unread_input_that_views_a_read_one_is_locked() -> None:
     ratio.backward()
 
 
+def test_a_view_input_of_an_op_that_reads_no_input_stays_writeable() -> None:
+    """The lock-everything rule for views is for ops that read some inputs only: where (reads
+    its condition) leaves a view input writeable, and its gradient does not depend on it."""
+    buf = np.arange(1.0, 7.0)
+    a = mg.Tensor(buf[:3], requires_grad=True)
+    loss = (mg.where(np.array([True, False, True]), a, 0.0) * 2.0).sum()
+    a.data[...] = 9.0
+    loss.backward()
+    np.testing.assert_array_equal(a.grad, [2.0, 0.0, 2.0])
+
+
 def test_rebinding_data_during_a_higher_order_transform_raises_or_is_exact() -> None:
     def f(t: mg.Tensor) -> mg.Tensor:
         y = t.exp()
