@@ -28,6 +28,7 @@ import numpy as np
 
 from minigrad.function import FunctionCtx
 from minigrad.tensor import Tensor, _toposort
+from minigrad.tensor import _saved as _tape_saved
 
 
 class TapeRow(NamedTuple):
@@ -129,16 +130,8 @@ def _walk(root: Tensor, caller: str) -> list[Tensor]:
 def _saved(node: Tensor) -> list[Any]:
     """The distinct arrays the VJP of the op that made node reads (see the module docstring)."""
     reads = node._op.reads
-    candidates: list[Any] = []
-    if "x" in reads:
-        candidates += node._values
-    elif reads[:1].isdigit():  # only those inputs, or all when one is a view (tensor._saved)
-        if any(isinstance(v, np.ndarray) and v.base is not None for v in node._values):
-            candidates += node._values
-        else:
-            candidates += [v for i, v in enumerate(node._values) if str(i) in reads]
-    if "y" in reads:
-        candidates.append(node._ans)
+    # The inputs and output the tape locks, by its own rule; every array parameter is shown.
+    candidates = list(_tape_saved(reads, node._values, node._ans, {})) if reads else []
     for p in node._params.values():
         if isinstance(p, FunctionCtx):
             candidates += p.saved
