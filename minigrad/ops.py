@@ -332,16 +332,27 @@ def _rows(a):
     return a.reshape((math.prod(a.shape[:-1]), a.shape[-1]))
 
 
+# Matrix products of at most 2-D ndarrays go through ndarray.dot: on a policy's tiny arrays it
+# costs half of `@` (no gufunc set-up). Batched inputs keep `@` (dot would loop over rows), and
+# so do Tensors (higher order), where `@` records the product.
+def _linear_vjp_x(g, y, x, w, b=None):
+    if type(g) is np.ndarray and type(w) is np.ndarray and g.ndim <= 2:
+        return g.dot(w)
+    return g @ w
+
+
 def _linear_vjp_w(g, y, x, w, b=None):
     # Batch axes flattened, so W̄ = Σ over every row of ḡᵀx comes out in W's own layout.
-    if g.ndim == 2:
-        return g.mT @ x
-    return _rows(g).mT @ _rows(x)
+    if g.ndim != 2:
+        g, x = _rows(g), _rows(x)
+    if type(g) is np.ndarray and type(x) is np.ndarray:
+        return g.T.dot(x)
+    return g.mT @ x
 
 
 def _linear_forward(x, w, b=None):
     """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x,  b̄ = Σ ḡ   (W̄ and b̄ summed over all rows)"""
-    y = x @ w.T
+    y = x.dot(w.T) if x.ndim <= 2 else x @ w.T
     if b is None:
         return y
     if type(b) is np.ndarray and b.dtype == y.dtype and y.base is None:
@@ -351,7 +362,7 @@ def _linear_forward(x, w, b=None):
 
 
 linear = Primitive("linear", _linear_forward,
-                   (lambda g, y, x, w, b=None: g @ w, _linear_vjp_w,
+                   (_linear_vjp_x, _linear_vjp_w,
                     lambda g, y, x, w, b=None: sum_to(g, b.shape)),
                    reads="01",  # b̄ needs b's shape only: the bias is not locked
                    math=_linear_forward.__doc__.strip())  # type: ignore[union-attr]
