@@ -271,14 +271,39 @@ def softmax(x, axis):
     return e
 
 
-@primitive(lambda g, y, x, axis: g - np.exp(y) * g.sum(axis=axis, keepdims=True), reads="y")
+def _log_softmax_vjp(g, y, x, axis):
+    if type(g) is np.ndarray:  # np.add.reduce: ndarray.sum's Python hop skipped
+        return g - np.exp(y) * np.add.reduce(g, axis, keepdims=True)
+    return g - np.exp(y) * g.sum(axis=axis, keepdims=True)
+
+
+def _log_softmax_rows(x):
+    """log_softmax over the last axis in Python floats, for a policy's few logits, where each
+    NumPy call costs more than the arithmetic. The same steps as NumPy's path, so inf and NaN
+    come out alike: m is NaN or the largest number, hence every e^(v − m) ≤ 1 or NaN."""
+    out = []
+    n = x.shape[-1]
+    flat = x.ravel().tolist()  # row-major whatever the layout: each row's logits in turn
+    for i in range(0, len(flat), n):
+        row = flat[i:i + n]
+        m = max(row)
+        s = 0.0
+        for v in row:
+            s += math.exp(v - m)
+        log_s = math.log(s)
+        out += [(v - m) - log_s for v in row]
+    y = np.array(out, dtype=x.dtype)
+    y.shape = x.shape
+    return y
+
+
+@primitive(_log_softmax_vjp, reads="y")
 def log_softmax(x, axis):
     """y = x − logΣeˣ;  x̄ = ḡ − eʸ·Σ_axis ḡ"""
+    if x.size <= 16 and x.size and axis == (x.ndim - 1,) and x.dtype.char in "df":
+        return _log_softmax_rows(x)
     z = x - np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
-    if z.size <= 64:  # a policy's few logits: one reduction costs less than exp, sum and log
-        z -= np.logaddexp.reduce(z, axis=axis, keepdims=True)
-    else:
-        z -= np.log(np.add.reduce(np.exp(z), axis=axis, keepdims=True))
+    z -= np.log(np.add.reduce(np.exp(z), axis=axis, keepdims=True))
     return z
 
 

@@ -4,6 +4,7 @@ comparisons, gradient shapes and accumulation, retain_graph, no_grad, detach, er
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -70,13 +71,52 @@ def test_softmax_family_finite_and_correct_at_huge_logits(dtype: Any) -> None:
 
 @pytest.mark.parametrize("cols", [4, 16, 17, 50])
 def test_log_softmax_is_as_exact_for_few_logits_as_for_many(cols: int) -> None:
-    """Up to 64 elements log_softmax sums with one logaddexp reduction, above with exp, sum and
-    log: both stay within rounding of the careful reference at ±1e4, either side of the switch."""
+    """Up to 16 elements log_softmax works row by row in Python floats, above with NumPy's exp,
+    sum and log: both stay within rounding of the careful reference at ±1e4, either side of the
+    switch."""
     x = np.tile(HUGE, (1, cols // 4 + 1))[:, :cols]
     x[:, 4:] += np.linspace(-3.0, 3.0, cols - 4)
     _, lsm, _ = careful_rows(x)
     got = mg.log_softmax(mg.tensor(x), axis=-1).data
     np.testing.assert_allclose(got, lsm, rtol=1e-12, atol=1e-300)
+
+
+def _log_softmax_by_numpy(x: np.ndarray) -> np.ndarray:
+    """log_softmax of x's rows taken on the NumPy path: x stacked above enough zero rows to pass
+    the 16-element switch (rows are independent), then cut back."""
+    rows = x.reshape(-1, x.shape[-1])
+    tall = np.concatenate([rows, np.zeros((17, x.shape[-1]), dtype=x.dtype)])
+    return mg.log_softmax(tall, axis=-1).data[:len(rows)].reshape(x.shape)
+
+
+@given(seed=SEEDS, shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
+       .filter(lambda s: math.prod(s) <= 16),
+       scale=st.sampled_from([1.0, 30.0, 1e4]), dtype=st.sampled_from([np.float64, np.float32]),
+       transposed=st.booleans())
+def test_log_softmax_of_few_logits_agrees_with_the_numpy_path(
+        seed: int, shape: tuple[int, ...], scale: float, dtype: Any, transposed: bool) -> None:
+    x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+    if transposed:  # a non-contiguous input: its rows are not consecutive in memory
+        x = np.ascontiguousarray(x.T).T
+    got = mg.log_softmax(x, axis=-1).data
+    assert got.dtype == dtype and got.shape == x.shape
+    tol = dict(rtol=1e-14, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got, _log_softmax_by_numpy(x), **tol)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_log_softmax_of_few_logits_gives_numpys_results_at_inf_and_nan(dtype: Any) -> None:
+    """Every row of three drawn from NaN, ±inf, ±the largest float, ±800 and 0: the same NaNs
+    and infinities as the NumPy path, the same numbers elsewhere."""
+    big = float(np.finfo(dtype).max)
+    edges = [np.nan, np.inf, -np.inf, big, -big, 800.0, -800.0, 0.0]
+    rows = np.array(list(itertools.product(edges, repeat=3)), dtype=dtype)
+    with np.errstate(all="ignore"):
+        for row in rows:
+            got = mg.log_softmax(row[None], axis=-1).data
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, _log_softmax_by_numpy(row[None]), rtol=1e-6,
+                                       err_msg=f"row {row}")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
