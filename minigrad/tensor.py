@@ -658,6 +658,8 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
                 a, b = args
                 t._inputs = (a if isinstance(a, Tensor) and a._requires_grad else None,
                              b if isinstance(b, Tensor) and b._requires_grad else None)
+            elif len(args) == 1:
+                t._inputs = args  # its one input is the one found requiring grad above
             else:
                 t._inputs = tuple([a if isinstance(a, Tensor) and a._requires_grad else None
                                    for a in args])
@@ -833,7 +835,7 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                 if pg is None:
                     continue
                 v = values[i]
-                if pg.shape != v.shape or pg.dtype != v.dtype:
+                if pg.shape != v.shape or (pg.dtype is not v.dtype and pg.dtype != v.dtype):
                     pg = _fit(pg, v, op, i)
                 if anomaly:
                     _check_finite(pg._data if create_graph else pg,
