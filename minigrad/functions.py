@@ -300,8 +300,7 @@ def squeeze(x: ArrayLike, axis: int | Sequence[int] | None = None) -> Tensor:
 
 def getitem(x: ArrayLike, index: Any) -> Tensor:
     """x[index]: basic slicing, integer-array and boolean indexing, as NumPy."""
-    if type(index) is tuple and builtins.all([type(p) is int or type(p) is slice
-                                              for p in index]):
+    if type(index) is tuple and _ints_and_slices(index):
         idx, basic = index, True  # the common x[i, j] / x[:, 1:]: nothing to copy or check
     else:
         idx = _unwrap_index(index)
@@ -314,6 +313,13 @@ def getitem(x: ArrayLike, index: Any) -> Tensor:
     except IndexError as e:
         raise IndexError(f"getitem: {e} (indexing a Tensor of shape "
                          f"{_shape(x, 'getitem')})") from None
+
+
+def _ints_and_slices(index: tuple[Any, ...]) -> bool:
+    for p in index:  # a loop, not all(…): this runs for every indexing of a policy's output
+        if type(p) is not int and type(p) is not slice:
+            return False
+    return True
 
 
 def _unwrap_index(index: Any) -> Any:
