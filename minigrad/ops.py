@@ -357,11 +357,16 @@ def _rows(a):
     return a.reshape((math.prod(a.shape[:-1]), a.shape[-1]))
 
 
-# Matrix products of at most 2-D ndarrays go through ndarray.dot: on a policy's tiny arrays it
-# costs half of `@` (no gufunc set-up). Batched inputs keep `@` (dot would loop over rows), and
-# so do Tensors (higher order), where `@` records the product.
+# A product of at most 2-D ndarrays with a small result goes through ndarray.dot: on a policy's
+# tiny arrays it costs half of `@` (no gufunc set-up); but dot zeroes its output before BLAS
+# writes it, a pass that counts on activation-sized results. (len(a) · b's columns bounds the
+# result's size.) Batched inputs and Tensors (higher order, recorded) keep `@`.
+_SMALL = 4096
+
+
 def _linear_vjp_x(g, y, x, w, b=None):
-    if type(g) is np.ndarray and type(w) is np.ndarray and g.ndim <= 2:
+    if type(g) is np.ndarray and type(w) is np.ndarray and g.ndim <= 2 \
+            and len(g) * w.shape[1] <= _SMALL:
         return g.dot(w)
     return g @ w
 
@@ -370,14 +375,14 @@ def _linear_vjp_w(g, y, x, w, b=None):
     # Batch axes flattened, so W̄ = Σ over every row of ḡᵀx comes out in W's own layout.
     if g.ndim != 2:
         g, x = _rows(g), _rows(x)
-    if type(g) is np.ndarray and type(x) is np.ndarray:
+    if type(g) is np.ndarray and type(x) is np.ndarray and w.size <= _SMALL:
         return g.T.dot(x)
     return g.mT @ x
 
 
 def _linear_forward(x, w, b=None):
     """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x,  b̄ = Σ ḡ   (W̄ and b̄ summed over all rows)"""
-    y = x.dot(w.T) if x.ndim <= 2 else x @ w.T
+    y = x.dot(w.T) if x.ndim <= 2 and len(x) * len(w) <= _SMALL else x @ w.T
     if b is None:
         return y
     if type(b) is np.ndarray and b.dtype == y.dtype and y.base is None:
