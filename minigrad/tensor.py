@@ -853,6 +853,9 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                     heappush(heap, (-p._seq, p))
                 else:
                     grads[k] = prev + pg
+            # Drop this frame's hold on the gradients handed on, so that one held by `grads`
+            # alone is found unshared (refcount) when its turn comes, and reused in place.
+            pg = all_grads = None
             if not retain_graph:
                 lease = t._lease
                 if lease is not None:

@@ -805,3 +805,22 @@ def test_plain_backward_runs_the_vjps_on_ndarrays(monkeypatch: pytest.MonkeyPatc
     assert not made, "backward built Tensors: the VJPs were not run on plain arrays"
     assert seen == [np.ndarray]
     assert type(w.grad) is np.ndarray
+
+
+@needs_refcounts
+def test_a_gradient_passed_on_alone_is_reused_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """x·2 hands tanh a fresh gradient and nothing else (its other operand needs none): once
+    the sweep has passed it on, only `grads` holds it, so tanh's VJP runs in place."""
+    tanh = mg.ops.tanh
+    calls = {"in_place": 0}
+    rule = tanh.vjp_in_place
+
+    def counted(*args: Any) -> Any:
+        calls["in_place"] += 1
+        return rule(*args)
+
+    monkeypatch.setattr(tanh, "vjp_in_place", counted)
+    x = mg.tensor(np.linspace(-1.0, 1.0, 6), requires_grad=True)
+    (x.tanh() * 2.0).sum().backward()
+    assert calls["in_place"] == 1
+    np.testing.assert_allclose(x.grad, 2.0 * (1 - np.tanh(x.data) ** 2), rtol=1e-14)
