@@ -238,6 +238,20 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Te
         sx, sw, sb = x._data.shape, weight._data.shape, bias._data.shape
         if len(sw) == 2 and sx[-1:] == sw[1:] and sb == sw[:1]:
             return apply(ops.linear, x, weight, bias)
+    return _checked_linear(ops.linear, x, weight, bias)
+
+
+def linear_relu(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Tensor:
+    """relu(linear(x, weight, bias)) as one recorded op: what nn.Sequential records for a Linear
+    followed by a ReLU, whose pre-activation nobody sees and so needs no array of its own."""
+    if type(x) is Tensor and type(weight) is Tensor and type(bias) is Tensor:
+        sx, sw, sb = x._data.shape, weight._data.shape, bias._data.shape
+        if len(sw) == 2 and sx[-1:] == sw[1:] and sb == sw[:1]:
+            return apply(ops.linear_relu, x, weight, bias)
+    return _checked_linear(ops.linear_relu, x, weight, bias)
+
+
+def _checked_linear(op: Any, x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None) -> Tensor:
     sx, sw = _shape(x, "linear"), _shape(weight, "linear")
     if len(sw) != 2 or len(sx) == 0 or sx[-1] != sw[1]:
         raise ValueError(f"linear: input of shape {sx} and weight of shape {sw} do not fit: the "
@@ -247,8 +261,8 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Te
         raise ValueError(f"linear: bias of shape {_shape(bias, 'linear')} does not fit weight "
                          f"of shape {sw}; it must be ({sw[0]},)")
     if bias is None:
-        return apply(ops.linear, x, weight)
-    return apply(ops.linear, x, weight, bias)
+        return apply(op, x, weight)
+    return apply(op, x, weight, bias)
 
 
 # --- shape and indexing -------------------------------------------------------------------------

@@ -28,8 +28,9 @@ from minigrad.tensor import Tensor, apply, sum_to
 
 class Primitive:
     """One row of the table: name, forward, VJPs (one per input, or one for all), what it reads;
-    for some one-input ops also `vjp_in_place`, the same VJP written into g's own memory, which
-    `backward()` uses when nobody else holds g (one big temporary less per activation)."""
+    for some ops also `vjp_in_place`, the same VJPs with g's own memory reused (they return one
+    entry per input, as vjp_all does), which `backward()` uses when nobody else holds g (one big
+    temporary less per activation)."""
 
     __slots__ = ("name", "forward", "vjps", "vjp_all", "reads", "math", "vjp_in_place")
 
@@ -49,7 +50,7 @@ def primitive(*vjps: Callable[..., Any], reads: str = "", vjp_all: Callable[...,
               ) -> Callable[[Callable[..., Any]], Primitive]:
     """Decorate a NumPy forward with its VJPs; its docstring is the math. `direct`: a NumPy
     callable that is exactly the forward, run in its place (a Python call less per op).
-    `in_place`: the VJP computed into g's memory (see Primitive)."""
+    `in_place`: the VJPs with g's memory reused, one entry per input (see Primitive)."""
     def make(forward: Callable[..., Any]) -> Primitive:
         return Primitive(forward.__name__, direct or forward, vjps, vjp_all, reads,
                          (forward.__doc__ or "").strip(), in_place)
@@ -141,7 +142,7 @@ def negative(x):
 
 # --- elementwise functions (written with the output where that is cheaper) -----------------
 @primitive(lambda g, y, x: g * y, reads="y", direct=np.exp,
-           in_place=lambda g, y, x: np.multiply(g, y, out=g))
+           in_place=lambda g, y, x: (np.multiply(g, y, out=g),))
 def exp(x):
     """y = eˣ;  x̄ = ḡ·y"""
     return np.exp(x)
@@ -160,14 +161,14 @@ def sqrt(x):
 
 
 @primitive(lambda g, y, x: g * (1 - y * y), reads="y", direct=np.tanh,
-           in_place=lambda g, y, x: np.multiply(g, 1 - y * y, out=g))
+           in_place=lambda g, y, x: (np.multiply(g, 1 - y * y, out=g),))
 def tanh(x):
     """y = tanh x;  x̄ = ḡ·(1 − y²)"""
     return np.tanh(x)
 
 
 @primitive(lambda g, y, x: g * y * (1 - y), reads="y",
-           in_place=lambda g, y, x: np.multiply(g, y * (1 - y), out=g))
+           in_place=lambda g, y, x: (np.multiply(g, y * (1 - y), out=g),))
 def sigmoid(x):
     """y = 1 / (1 + e⁻ˣ);  x̄ = ḡ·y·(1 − y)"""
     e = np.exp(-np.abs(x))  # never overflows; both branches are exact
@@ -175,7 +176,7 @@ def sigmoid(x):
 
 
 @primitive(lambda g, y, x: g * (y > 0), reads="y",
-           in_place=lambda g, y, x: np.multiply(g, y > 0, out=g))
+           in_place=lambda g, y, x: (np.multiply(g, y > 0, out=g),))
 def relu(x):
     """y = max(x, 0);  x̄ = ḡ·[x > 0]   (relu'(0) = 0)"""
     return np.maximum(x, 0)
@@ -398,6 +399,37 @@ linear = Primitive("linear", _linear_forward,
                    math=_linear_forward.__doc__.strip())  # type: ignore[union-attr]
 
 
+class _LinearVJPs:
+    """linear's three VJPs at one upstream ḡ, each worked out when the sweep reads its entry
+    (the input of a first layer needs no gradient, and its product is never computed)."""
+
+    __slots__ = ("g", "x", "w", "b")
+
+    def __init__(self, g, x, w, b):
+        self.g, self.x, self.w, self.b = g, x, w, b
+
+    def __getitem__(self, i):
+        if i == 0:
+            return _linear_vjp_x(self.g, None, self.x, self.w)
+        if i == 1:
+            return _linear_vjp_w(self.g, None, self.x, self.w)
+        return sum_to(self.g, self.b.shape)
+
+
+def _linear_relu_forward(x, w, b=None):
+    """y = max(x Wᵀ + b, 0);  with ḡ' = ḡ·[y > 0]:  x̄ = ḡ' W,  W̄ = ḡ'ᵀ x,  b̄ = Σ ḡ'"""
+    y = _linear_forward(x, w, b)  # a fresh array: the relu goes into it, no second activation
+    return np.maximum(y, 0, out=y)
+
+
+# What nn.Sequential records for a Linear followed by a ReLU, whose pre-activation nobody sees.
+linear_relu = Primitive("linear_relu", _linear_relu_forward,
+                        vjp_all=lambda g, y, x, w, b=None: _LinearVJPs(g * (y > 0), x, w, b),
+                        vjp_in_place=lambda g, y, x, w, b=None:
+                        _LinearVJPs(np.multiply(g, y > 0, out=g), x, w, b),
+                        reads="01y", math=_linear_relu_forward.__doc__.strip())  # type: ignore[union-attr]
+
+
 # --- shape and indexing -----------------------------------------------------------------------
 @primitive(lambda g, y, x, shape: g.reshape(x.shape))
 def reshape(x, shape):
@@ -465,6 +497,6 @@ stack = Primitive("stack", _stack,
 TABLE: tuple[Primitive, ...] = (
     add, subtract, multiply, divide, power, negative, exp, log, sqrt, tanh, sigmoid, relu,
     absolute, astype, maximum, minimum, where, clip, sum, mean, amax, amin, softmax, log_softmax,
-    logsumexp, matmul, linear, reshape, transpose, broadcast_to, getitem, scatter_add, concatenate,
-    stack,
+    logsumexp, matmul, linear, linear_relu, reshape, transpose, broadcast_to, getitem, scatter_add,
+    concatenate, stack,
 )

@@ -191,7 +191,7 @@ def _saved(reads: str, values: tuple[Any, ...], ans: np.ndarray,
                 saved = values  # an unread input may view memory a read one uses: lock them all
                 break
         else:
-            saved = values[:2] if reads == "01" else tuple(
+            saved = values[:2] if reads == "01" or reads == "01y" else tuple(
                 [v for i, v in enumerate(values) if str(i) in reads])
     if "y" in reads:
         saved += (ans,)
@@ -823,7 +823,7 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                     and _refcount(g) == 2 and g.flags.writeable:
                 # Only this frame holds g (not the caller, not a leaf's .grad, not a sibling's
                 # pending gradient): the VJP may write its result into g's memory.
-                all_grads = (op.vjp_in_place(g, y, *xs),)
+                all_grads = op.vjp_in_place(g, y, *xs)
             elif op.vjp_all is not None:
                 all_grads = op.vjp_all(g, y, *xs, **params)
             else:

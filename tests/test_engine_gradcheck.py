@@ -23,6 +23,7 @@ from hypothesis.extra import numpy as hnp
 
 import minigrad as mg
 from minigrad import ops
+from minigrad.functions import linear_relu
 
 # --------------------------------------------------------------------------------------------
 # Helpers
@@ -341,6 +342,24 @@ def test_linear(lead: tuple[int, ...], n_in: int, n_out: int, bias: bool, seed: 
         check(lambda x_, b_: mg.linear(x_, w, b_), [x, uniform(rng, ())], "linear")  # 0-d bias
     else:
         check(lambda x_, w_: mg.linear(x_, w_), [x, w], "linear")
+
+
+@covers("linear_relu")
+@given(lead=hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3),
+       n_in=st.integers(1, 3), n_out=st.integers(1, 3), seed=SEEDS)
+def test_linear_relu(lead: tuple[int, ...], n_in: int, n_out: int, seed: int) -> None:
+    """relu(linear) as one op, at pre-activations off the kink: with x, W on the 0.5 grid, x Wᵀ
+    is a multiple of 0.25 and b sits 0.125 off one; without a bias, x and W sit 0.25 off the
+    grid and three terms keep x Wᵀ 0.0625 off zero."""
+    rng = rng_of(seed)
+    x, w = grid(rng, lead + (n_in,), 0.0), grid(rng, (n_out, n_in), 0.0)
+    b = grid(rng, (n_out,), 0.125)
+    np.testing.assert_array_equal(linear_relu(x, w, b).data, np.maximum(x @ w.T + b, 0))
+    check(lambda x_, w_, b_: linear_relu(x_, w_, b_), [x, w, b], "linear_relu")
+    # below a product, the sweep owns the upstream and masks it in place; x needs no gradient
+    check(lambda w_, b_: linear_relu(x, w_, b_) * 2.0, [w, b], "linear_relu")
+    x3, w3 = grid(rng, lead + (3,), 0.25), grid(rng, (n_out, 3), 0.25)
+    check(lambda x_, w_: linear_relu(x_, w_) * 2.0, [x3, w3], "linear_relu")
 
 
 @pytest.mark.parametrize("x_shape", [(2,), (3, 2), (4, 3, 2), (0, 2)])

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minigrad as mg
+from minigrad.functions import linear_relu
 
 SEEDS = st.integers(0, 2**32 - 1)
 SMALL = hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3)
@@ -482,6 +483,8 @@ SECOND_ORDER: list[tuple[str, Callable[..., Any], list[np.ndarray]]] = [
     ("linear", lambda x, w, b: mg.linear(x, w, b) ** 2, [_u(45, (4, 3)), _u(46, (2, 3)),
                                                          _u(47, (2,))]),
     ("linear", lambda x, w: mg.linear(x, w).tanh(), [_u(48, (2, 2, 3)), _u(49, (2, 3))]),
+    ("linear_relu", lambda x, w, b: linear_relu(x, w, b) ** 2,
+     [_grid(55, (4, 3), 0.0), _grid(56, (2, 3), 0.0), _grid(57, (2,), 0.125)]),
     ("reshape", lambda a: a.reshape(3, 2) ** 2, [_u(45, (2, 3))]),
     ("transpose", lambda a: a.transpose(1, 0, 2) ** 2, [_u(46, (2, 3, 2))]),
     ("broadcast_to", lambda a: mg.broadcast_to(a, (2, 2, 3)) ** 2, [_u(47, (1, 3))]),

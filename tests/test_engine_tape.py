@@ -647,8 +647,8 @@ def test_each_vjp_runs_once_in_a_wide_reused_graph() -> None:
 # --------------------------------------------------------------------------------------------
 # In-place VJPs: the sweep writes into a gradient only when nothing else holds it
 # --------------------------------------------------------------------------------------------
-IN_PLACE_OPS = [op for op in vars(mg.ops).values()
-                if isinstance(op, mg.ops.Primitive) and op.vjp_in_place is not None]
+IN_PLACE_OPS = [op for op in vars(mg.ops).values()  # the one-input ones (linear_relu: below)
+                if isinstance(op, mg.ops.Primitive) and op.vjp_in_place is not None and op.vjps]
 
 
 def test_the_in_place_ops_are_the_activations() -> None:
@@ -663,7 +663,7 @@ def test_an_in_place_vjp_equals_its_vjp_and_writes_into_g(op: Any) -> None:
     g = rng.normal(size=(5, 3))
     expected = op.vjps[0](g, y, x)
     buffer = g.copy()
-    out = op.vjp_in_place(buffer, y, x)
+    (out,) = op.vjp_in_place(buffer, y, x)
     assert out is buffer
     np.testing.assert_allclose(out, expected, rtol=1e-15)
 
@@ -698,22 +698,31 @@ def test_a_chain_of_activations_is_exact_with_in_place_vjps() -> None:
 
     mg.gradcheck(f, (x, w))
 
-@needs_refcounts
-def test_an_mlp_hidden_activation_reuses_its_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In Linear-ReLU-Linear the gradient reaching relu is the fresh ḡW of the layer above and
-    nobody else holds it: the in-place rule must be the one that runs (what W2 relies on)."""
-    relu = mg.ops.relu
+def _count_in_place(monkeypatch: pytest.MonkeyPatch, op: Any) -> dict[str, int]:
     calls = {"in_place": 0}
-    rule = relu.vjp_in_place
+    rule = op.vjp_in_place
 
     def counted(*args: Any) -> Any:
         calls["in_place"] += 1
         return rule(*args)
 
-    monkeypatch.setattr(relu, "vjp_in_place", counted)
+    monkeypatch.setattr(op, "vjp_in_place", counted)
+    return calls
+
+
+@needs_refcounts
+@pytest.mark.parametrize("fused", [True, False])
+def test_an_mlp_hidden_activation_reuses_its_gradient(monkeypatch: pytest.MonkeyPatch,
+                                                      fused: bool) -> None:
+    """In Linear-ReLU-Linear the gradient reaching relu is the fresh ḡW of the layer above and
+    nobody else holds it: the in-place rule must be the one that runs (what W2 relies on),
+    whether Sequential records linear_relu or the layers are called one by one."""
+    calls = _count_in_place(monkeypatch, mg.ops.linear_relu if fused else mg.ops.relu)
     net = mg.nn.Sequential(mg.nn.Linear(4, 16), mg.nn.ReLU(), mg.nn.Linear(16, 2))
     x = np.random.default_rng(3).normal(size=(50, 4))
-    loss = net(mg.Tensor(x)).log_softmax(axis=-1)[np.arange(50), 0].mean()
+    layers = net.layers
+    logits = net(mg.Tensor(x)) if fused else layers[2](layers[1](layers[0](mg.Tensor(x))))
+    loss = logits.log_softmax(axis=-1)[np.arange(50), 0].mean()
     loss.backward()
     assert calls["in_place"] == 1
     w1 = net.layers[0].weight
@@ -811,15 +820,7 @@ def test_plain_backward_runs_the_vjps_on_ndarrays(monkeypatch: pytest.MonkeyPatc
 def test_a_gradient_passed_on_alone_is_reused_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
     """x·2 hands tanh a fresh gradient and nothing else (its other operand needs none): once
     the sweep has passed it on, only `grads` holds it, so tanh's VJP runs in place."""
-    tanh = mg.ops.tanh
-    calls = {"in_place": 0}
-    rule = tanh.vjp_in_place
-
-    def counted(*args: Any) -> Any:
-        calls["in_place"] += 1
-        return rule(*args)
-
-    monkeypatch.setattr(tanh, "vjp_in_place", counted)
+    calls = _count_in_place(monkeypatch, mg.ops.tanh)
     x = mg.tensor(np.linspace(-1.0, 1.0, 6), requires_grad=True)
     (x.tanh() * 2.0).sum().backward()
     assert calls["in_place"] == 1

@@ -675,3 +675,66 @@ def test_cross_entropy_and_clipping_match_torch():
         ttotal = torch.nn.utils.clip_grad_norm_([theirs], 0.3)
         assert total == pytest.approx(float(ttotal), rel=1e-12)
         np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+# --------------------------------------------------------------------------------------------
+# Sequential runs a Linear followed by a ReLU as one recorded op
+# --------------------------------------------------------------------------------------------
+def _op_names(t: mg.Tensor) -> list[str]:
+    names, stack = [], [t]
+    while stack:
+        node = stack.pop()
+        if node._op is not None:
+            names.append(node._op.name)
+            stack.extend(i for i in node._inputs if i is not None)
+    return names
+
+
+@pytest.mark.parametrize("x_shape", [(4,), (5, 4), (2, 3, 4)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_sequential_fuses_linear_relu_with_the_same_values_and_gradients(
+        x_shape: tuple[int, ...], bias: bool) -> None:
+    net = nn.Sequential(nn.Linear(4, 8, bias=bias, rng=0), nn.ReLU(),
+                        nn.Linear(8, 8, bias=bias, rng=1), nn.ReLU(), nn.Linear(8, 2, rng=2))
+    x = np.random.default_rng(3).normal(size=x_shape)
+    fused = net(mg.tensor(x))
+    assert sorted(_op_names(fused)) == ["linear", "linear_relu", "linear_relu"]
+    (fused * fused).sum().backward()
+    grads = [p.grad for p in net.parameters()]
+    net.zero_grad()
+    layers = net.layers  # the same modules called one by one: linear and relu recorded apart
+    apart = layers[4](layers[3](layers[2](layers[1](layers[0](mg.tensor(x))))))
+    assert sorted(_op_names(apart)) == ["linear", "linear", "linear", "relu", "relu"]
+    (apart * apart).sum().backward()
+    np.testing.assert_array_equal(fused.data, apart.data)
+    for g, p in zip(grads, net.parameters()):
+        np.testing.assert_array_equal(g, p.grad)
+
+
+class _LeakyReLU(nn.ReLU):
+    def forward(self, x: mg.Tensor) -> mg.Tensor:  # type: ignore[override]
+        return mg.maximum(x, x * 0.1)
+
+
+def test_sequential_fuses_only_the_library_s_own_linear_and_relu() -> None:
+    x = mg.tensor(np.random.default_rng(4).normal(size=(3, 4)))
+    sub = nn.Sequential(nn.Linear(4, 3, rng=0), _LeakyReLU())  # a subclass keeps its forward
+    out = sub(x)
+    assert "linear_relu" not in _op_names(out)
+    pre = sub.layers[0](x).data
+    np.testing.assert_allclose(out.data, np.maximum(pre, 0.1 * pre))
+    patched_relu = nn.ReLU()
+    patched_relu.forward = lambda t: t.tanh()  # type: ignore[method-assign]
+    net = nn.Sequential(nn.Linear(4, 3, rng=0), patched_relu)
+    np.testing.assert_allclose(net(x).data, np.tanh(net.layers[0](x).data))
+    patched_linear = nn.Linear(4, 3, rng=0)
+    patched_linear.forward = lambda t: t[..., :3] * 2.0  # type: ignore[method-assign]
+    net = nn.Sequential(patched_linear, nn.ReLU())
+    np.testing.assert_allclose(net(x).data, np.maximum(x.data[..., :3] * 2.0, 0))
+
+
+def test_sequential_fused_linear_relu_says_shape_errors_in_the_module_s_terms() -> None:
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match=r"Linear\(4, 3\): input of shape \(2, 5\) must end in "
+                                         r"in_features=4"):
+        net(mg.tensor(np.ones((2, 5))))

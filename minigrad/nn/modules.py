@@ -26,6 +26,7 @@ import numpy as np
 import minigrad as mg
 from minigrad import Tensor
 from minigrad.functions import linear as _linear
+from minigrad.functions import linear_relu as _linear_relu
 
 __all__ = [
     "IncompatibleKeys", "Identity", "Linear", "LogSoftmax", "Module", "ReLU", "Sequential",
@@ -373,12 +374,24 @@ class Linear(Module):
         try:
             return _linear(x, self.weight, self.bias)  # checks the shapes
         except ValueError:
-            shape = x._data.shape if isinstance(x, Tensor) else np.shape(x)
-            if shape[-1:] != (self.in_features,):  # say it in this module's terms
-                raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of "
-                                 f"shape {shape} must end in in_features={self.in_features}"
-                                 ) from None
+            self._restate(x)
             raise
+
+    def _forward_relu(self, x: Any) -> Tensor:
+        """relu(self(x)) as one recorded op (Sequential's Linear → ReLU)."""
+        try:
+            return _linear_relu(x, self.weight, self.bias)
+        except ValueError:
+            self._restate(x)
+            raise
+
+    def _restate(self, x: Any) -> None:
+        """A shape error said in this module's terms, when the input is what does not fit."""
+        shape = x._data.shape if isinstance(x, Tensor) else np.shape(x)
+        if shape[-1:] != (self.in_features,):
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of "
+                             f"shape {shape} must end in in_features={self.in_features}"
+                             ) from None
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -405,8 +418,19 @@ class Sequential(Module):
         return [self.layers]  # the container itself, so zero_grad sees when it is a list
 
     def forward(self, x: Any) -> Any:
-        for m in self.layers:
-            x = m(x)
+        layers = self.layers
+        i, n = 0, len(layers)
+        while i < n:
+            m = layers[i]
+            # A Linear then a ReLU, both as the library defines them, run as one recorded op:
+            # the pre-activation never leaves this loop, so it needs no array of its own.
+            if type(m) is Linear and i + 1 < n and type(layers[i + 1]) is ReLU \
+                    and "forward" not in m.__dict__ and "forward" not in layers[i + 1].__dict__:
+                x = m._forward_relu(x)
+                i += 2
+            else:
+                x = m(x)
+                i += 1
         return x
 
     def __len__(self) -> int:
