@@ -644,8 +644,8 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
             if _refcount(ans) == 2:  # a new array nobody else holds (not an input returned as
                 # is, not a buffer the forward keeps): born read-only, nothing to lock, ever
                 ans.setflags(False)
-                if reads == "y" and ans.base is None:
-                    reads = ""
+                if ans.base is None and reads[-1:] == "y":  # the output itself can't change
+                    reads = reads[:-1]
             elif ans.base is not None and _views_an_input(ans, values):
                 ans.setflags(False)
             t = _new(Tensor)
@@ -660,6 +660,11 @@ def apply(op: Any, *args: Any, **params: Any) -> Tensor:
                              b if isinstance(b, Tensor) and b._requires_grad else None)
             elif len(args) == 1:
                 t._inputs = args  # its one input is the one found requiring grad above
+            elif len(args) == 3:  # linear's (x, W, b)
+                a, b, c = args
+                t._inputs = (a if isinstance(a, Tensor) and a._requires_grad else None,
+                             b if isinstance(b, Tensor) and b._requires_grad else None,
+                             c if isinstance(c, Tensor) and c._requires_grad else None)
             else:
                 t._inputs = tuple([a if isinstance(a, Tensor) and a._requires_grad else None
                                    for a in args])
@@ -896,7 +901,8 @@ def owned(g: Any, handed: set[int], dtype: Any = None) -> np.ndarray:
     that owns its memory and was not handed out already (gradients given to users: optimizers
     and clip_grad_norm_ scale them in place). Records what it hands out in `handed`."""
     if (type(g) is not np.ndarray or g.base is not None or id(g) in handed
-            or not g.flags.writeable or (dtype is not None and g.dtype != dtype)):
+            or not g.flags.writeable
+            or (dtype is not None and g.dtype is not dtype and g.dtype != dtype)):
         g = np.array(g, dtype=dtype)
     handed.add(id(g))
     return g
