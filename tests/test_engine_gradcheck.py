@@ -268,6 +268,18 @@ def np_logsumexp(x: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
+@pytest.mark.parametrize("shape", [(40, 2), (3, 10, 3), (16, 4), (32, 2)])
+def test_softmax_log_softmax_over_a_few_columns_of_many_rows(shape: tuple[int, ...]) -> None:
+    """A short last axis of many rows reduces column by column (a batch of CartPole logits)."""
+    x = uniform(rng_of(len(shape) * 100 + shape[-1]), shape, -3.0, 3.0)
+    lse = np_logsumexp(x, -1, True)
+    np.testing.assert_allclose(mg.softmax(x, -1).data, np.exp(x - lse), rtol=1e-13)
+    np.testing.assert_allclose(mg.log_softmax(x, -1).data, x - lse, rtol=1e-13, atol=1e-15)
+    w = uniform(rng_of(7), shape)
+    check(lambda t: (t.softmax(-1) * w).sum(), [x], "softmax")
+    check(lambda t: (t.log_softmax(-1) * w).sum(), [x], "log_softmax")
+
+
 @covers("softmax", "log_softmax")
 @given(shape=NONSCALAR, seed=SEEDS, data=st.data())
 def test_softmax_log_softmax(shape: tuple[int, ...], seed: int, data: st.DataObject) -> None:

@@ -120,6 +120,28 @@ def test_log_softmax_of_few_logits_gives_numpys_results_at_inf_and_nan(dtype: An
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cols", [2, 3, 4])
+def test_softmax_family_over_a_few_columns_gives_numpys_results_at_inf_and_nan(
+        cols: int, dtype: Any) -> None:
+    """Many rows of a few logits reduce column by column: every row of NaN, ±inf, ±the largest
+    float, ±800 and 0 comes out as NumPy's own reductions give it."""
+    big = float(np.finfo(dtype).max)
+    edges = [np.nan, np.inf, -np.inf, big, -big, 800.0, -800.0, 0.0]
+    x = np.concatenate([np.array(list(itertools.product(edges, repeat=2)), dtype=dtype),
+                        np.random.default_rng(cols).normal(size=(64, 2)).astype(dtype)])
+    x = np.concatenate([x] + [x[:, :1][::-1]] * (cols - 2), axis=1)  # 128 rows of cols logits
+    assert x.shape == (128, cols)
+    with np.errstate(all="ignore"):
+        m = np.maximum.reduce(x, axis=-1, keepdims=True, initial=-np.inf)
+        e = np.exp(x - m)
+        s = np.add.reduce(e, axis=-1, keepdims=True)
+        for got, expected in ((mg.log_softmax(x, axis=-1).data, (x - m) - np.log(s)),
+                              (mg.softmax(x, axis=-1).data, e / s)):
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, expected, rtol=1e-6)  # NaN and ±inf where NumPy's
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cross_entropy_from_log_softmax_at_huge_logits(dtype: Any) -> None:
     logits = mg.tensor(HUGE.astype(dtype), requires_grad=True)
     target = np.array([1, 3, 3, 0])
