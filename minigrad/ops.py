@@ -295,20 +295,23 @@ def _log_softmax_vjp(g, y, x, axis):
 
 def _log_softmax_rows(x):
     """log_softmax over the last axis in Python floats, for a policy's few logits, where each
-    NumPy call costs more than the arithmetic. The same steps as NumPy's path, so inf and NaN
-    come out alike: m is NaN or the largest number, hence every e^(v − m) ≤ 1 or NaN."""
+    NumPy call costs more than the arithmetic. logΣe^(v − m) is log1p of the terms besides the
+    largest one's e⁰ = 1, so log-probabilities near 0 keep their digits. None for a row with
+    inf or NaN, which NumPy's path handles (with its warnings and errstate)."""
     out = []
     n = x.shape[-1]
     flat = x.ravel().tolist()  # row-major whatever the layout: each row's logits in turn
     for i in range(0, len(flat), n):
         row = flat[i:i + n]
         m = max(row)
-        s = 0.0
+        rest = -1.0  # the largest logit's own term, e⁰, taken out exactly
         for v in row:
-            s += math.exp(v - m)
-        log_s = math.log(s)
+            rest += math.exp(v - m)
+        if not 0.0 <= rest < math.inf:  # NaN, or m was ±inf
+            return None
+        log_s = math.log1p(rest)
         out += [(v - m) - log_s for v in row]
-    y = np.array(out, dtype=x.dtype)
+    y = np.array(out, dtype=x.dtype.char)  # native byte order, as NumPy's results have
     y.shape = x.shape
     return y
 
@@ -317,9 +320,14 @@ def _log_softmax_rows(x):
 def log_softmax(x, axis):
     """y = x − logΣeˣ;  x̄ = ḡ − eʸ·Σ_axis ḡ"""
     if x.size <= 16 and x.size and axis == (x.ndim - 1,) and x.dtype.char in "df":
-        return _log_softmax_rows(x)
+        y = _log_softmax_rows(x)
+        if y is not None:
+            return y
     z = x - _reduce_kept(np.maximum, x, axis, -np.inf)
-    z -= np.log(_reduce_kept(np.add, np.exp(z), axis))
+    if z.size <= 64:  # few logits: logaddexp keeps log-probabilities near 0 exact
+        z -= np.logaddexp.reduce(z, axis=axis, keepdims=True)
+    else:
+        z -= np.log(_reduce_kept(np.add, np.exp(z), axis))
     return z
 
 
@@ -398,7 +406,11 @@ def _linear_vjp_w(g, y, x, w, b=None):
 
 def _linear_forward(x, w, b=None):
     """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x,  b̄ = Σ ḡ   (W̄ and b̄ summed over all rows)"""
-    y = x.dot(w.T) if x.ndim <= 2 and len(x) * len(w) <= _SMALL else x @ w.T
+    if type(x) is np.ndarray and type(w) is np.ndarray and x.ndim <= 2 \
+            and len(x) * len(w) <= _SMALL:
+        y = x.dot(w.T)
+    else:  # (a subclass's own dot, np.ma's, would differ from what the VJPs assume)
+        y = x @ w.T
     if b is None:
         return y
     if type(b) is np.ndarray and b.dtype == y.dtype and y.base is None:

@@ -120,6 +120,42 @@ def test_log_softmax_of_few_logits_gives_numpys_results_at_inf_and_nan(dtype: An
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [2, 8, 16, 20, 64])
+def test_log_softmax_keeps_the_digits_of_log_probabilities_near_zero(n: int, dtype: Any) -> None:
+    """One logit far above n − 1 zeros: its log-probability is −log1p((n − 1)e^(−c)), tiny, and
+    must keep its digits (the log of a sum near 1 would keep none below 1e-16)."""
+    for c in (5.0, 14.0, 40.0, 80.0):
+        x = np.zeros(n, dtype=dtype)
+        x[0] = c
+        y = mg.log_softmax(x).data
+        tail = math.log1p((n - 1) * math.exp(-c))
+        np.testing.assert_allclose(y[0], -tail, rtol=1e-14 if dtype == np.float64 else 1e-6)
+        np.testing.assert_allclose(y[1:], -c - tail, rtol=1e-14 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("row", [[np.inf, 1.0], [np.nan, 0.0], [-np.inf, -np.inf], [1.0, -np.inf]])
+def test_log_softmax_of_few_logits_keeps_numpys_floating_point_errors(row: list[float]) -> None:
+    """Rows with inf or NaN take NumPy's path, so np.errstate and its warnings apply as for many
+    logits."""
+    x = np.array(row)
+    with np.errstate(all="raise"):
+        try:
+            expected: Any = _log_softmax_by_numpy(x[None])[0]
+        except FloatingPointError as e:
+            expected = type(e)
+        try:
+            got: Any = mg.log_softmax(x).data
+        except FloatingPointError as e:
+            got = type(e)
+    if isinstance(expected, type):
+        assert got is expected
+    else:
+        np.testing.assert_array_equal(got, expected)
+    with np.errstate(all="ignore"):  # native byte order out, as NumPy's own results
+        assert mg.log_softmax(np.array(row, dtype=">f8")).dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cols", [2, 3, 4])
 def test_softmax_family_over_a_few_columns_gives_numpys_results_at_inf_and_nan(
         cols: int, dtype: Any) -> None:
