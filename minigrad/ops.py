@@ -446,7 +446,7 @@ class _LinearVJPs:
 def _linear_relu_forward(x, w, b=None):
     """y = max(x Wᵀ + b, 0);  with ḡ' = ḡ·[y > 0]:  x̄ = ḡ' W,  W̄ = ḡ'ᵀ x,  b̄ = Σ ḡ'"""
     y = _linear_forward(x, w, b)  # a fresh array: the relu goes into it, no second activation
-    return np.maximum(y, 0, out=y)
+    return np.maximum(y, 0, out=y) if y.dtype.kind != "b" else np.maximum(y, 0)  # bool: → int
 
 
 # What nn.Sequential records for a Linear followed by a ReLU, whose pre-activation nobody sees.

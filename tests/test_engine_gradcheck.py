@@ -374,6 +374,17 @@ def test_linear_relu(lead: tuple[int, ...], n_in: int, n_out: int, seed: int) ->
     check(lambda x_, w_: linear_relu(x_, w_) * 2.0, [x3, w3], "linear_relu")
 
 
+def test_linear_of_a_masked_array_uses_its_data_in_the_forward_as_in_the_vjps() -> None:
+    """ndarray subclasses reach the forward as they are: np.ma's own dot would drop the masked
+    entries from y while W̄ = ḡᵀx still counted them."""
+    x = np.ma.array([[1.0, 1e6]], mask=[[0, 1]])
+    w = mg.tensor(np.ones((1, 2)), requires_grad=True)
+    y = mg.linear(x, w)
+    y.backward(np.ones((1, 1)))
+    np.testing.assert_array_equal(y.data, [[1.0 + 1e6]])
+    np.testing.assert_array_equal(w.grad, [[1.0, 1e6]])
+
+
 @pytest.mark.parametrize("x_shape", [(2,), (3, 2), (4, 3, 2), (0, 2)])
 @pytest.mark.parametrize("b_shape", [(0,), ()])
 def test_linear_with_no_outputs_has_empty_gradients(x_shape: tuple[int, ...],

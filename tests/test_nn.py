@@ -738,3 +738,42 @@ def test_sequential_fused_linear_relu_says_shape_errors_in_the_module_s_terms() 
     with pytest.raises(ValueError, match=r"Linear\(4, 3\): input of shape \(2, 5\) must end in "
                                          r"in_features=4"):
         net(mg.tensor(np.ones((2, 5))))
+
+
+def test_sequential_calls_class_level_replacements_and_spies() -> None:
+    from unittest import mock
+    net = nn.Sequential(nn.Linear(4, 3, rng=0), nn.ReLU(), nn.Linear(3, 1, rng=1))
+    x = mg.tensor(np.random.default_rng(5).normal(size=(2, 4)))
+    with mock.patch.object(nn.Linear, "forward", autospec=True,
+                           side_effect=nn.Linear.forward) as linear_spy, \
+            mock.patch.object(nn.ReLU, "forward", autospec=True,
+                              side_effect=nn.ReLU.forward) as relu_spy:
+        net(x)
+    assert (linear_spy.call_count, relu_spy.call_count) == (2, 1)
+    with mock.patch.object(mg, "relu", lambda t: t.tanh()):
+        pre = net.layers[0](x).data
+        np.testing.assert_allclose(net(x).data, net.layers[2](mg.tensor(np.tanh(pre))).data)
+
+
+def test_detect_anomaly_sees_the_pre_activation_of_a_linear_followed_by_a_relu() -> None:
+    layer = nn.Linear(1, 1, rng=0)
+    layer.weight.data[...] = 1.0
+    with mg.detect_anomaly(), pytest.raises(RuntimeError, match="forward of linear produced"):
+        nn.Sequential(layer, nn.ReLU())(mg.tensor([[-np.inf]]))
+
+
+def test_sequential_linear_relu_on_bool_gives_numpys_int_result() -> None:
+    layer = nn.Linear(4, 3, bias=False)
+    layer.weight = mg.tensor(np.ones((3, 4), dtype=bool))
+    out = nn.Sequential(layer, nn.ReLU())(mg.tensor(np.ones((2, 4), dtype=bool)))
+    ones = np.ones((2, 4), dtype=bool)
+    np.testing.assert_array_equal(out.data, np.maximum(ones @ np.ones((4, 3), dtype=bool), 0))
+    assert out.dtype == np.maximum(np.ones(1, bool), 0).dtype
+
+
+def test_sequential_layers_may_be_any_iterable() -> None:
+    net = nn.Sequential(nn.Linear(4, 3, rng=0), nn.ReLU(), nn.Linear(3, 1, rng=1))
+    x = mg.tensor(np.ones((2, 4)))
+    expected = net(x).data
+    net.layers = dict(enumerate(net.layers)).values()  # type: ignore[assignment]
+    np.testing.assert_array_equal(net(x).data, expected)
