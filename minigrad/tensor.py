@@ -191,7 +191,7 @@ def _saved(reads: str, values: tuple[Any, ...], ans: np.ndarray,
                 saved = values  # an unread input may view memory a read one uses: lock them all
                 break
         else:
-            saved = values[:2] if reads == "01" or reads == "01y" else tuple(
+            saved = values[:2] if reads == "01" else tuple(
                 [v for i, v in enumerate(values) if str(i) in reads])
     if "y" in reads:
         saved += (ans,)
