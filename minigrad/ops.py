@@ -293,6 +293,13 @@ def _log_softmax_vjp(g, y, x, axis):
     return g - np.exp(y) * g.sum(axis=axis, keepdims=True)
 
 
+def _log_softmax_vjp_in_place(g, y, x, axis):
+    e = np.exp(y)
+    e *= _reduce_kept(np.add, g, axis)
+    g -= e
+    return (g,)
+
+
 def _log_softmax_rows(x):
     """log_softmax over the last axis in Python floats, for a policy's few logits, where each
     NumPy call costs more than the arithmetic. logΣe^(v − m) is log1p of the terms besides the
@@ -311,12 +318,12 @@ def _log_softmax_rows(x):
             return None
         log_s = math.log1p(rest)
         out += [(v - m) - log_s for v in row]
-    y = np.array(out, dtype=x.dtype.char)  # native byte order, as NumPy's results have
-    y.shape = x.shape
+    y = np.empty(x.shape, dtype=x.dtype.char)  # native byte order, as NumPy's results have
+    y.ravel()[:] = out  # (not y.shape = …, deprecated in NumPy 2.5; reshape would make a view)
     return y
 
 
-@primitive(_log_softmax_vjp, reads="y")
+@primitive(_log_softmax_vjp, reads="y", in_place=_log_softmax_vjp_in_place)
 def log_softmax(x, axis):
     """y = x − logΣeˣ;  x̄ = ḡ − eʸ·Σ_axis ḡ"""
     if x.size <= 16 and x.size and axis == (x.ndim - 1,) and x.dtype.char in "df":
@@ -486,9 +493,26 @@ def _scatter_add_forward(g, index, shape, basic):
     out = np.zeros(shape, dtype=np.result_type(g))
     if basic:
         out[index] = g  # a basic index never repeats an element
+        return out
+    flat = _flat_positions(index, shape)
+    if flat is not None:  # the same sums in the same order; np.add.at is slow with a tuple index
+        np.add.at(out.reshape(-1), flat, g)
     else:
         np.add.at(out, index, g)
     return out
+
+
+def _flat_positions(index, shape):
+    """For an index of one integer array (or int) per axis, e.g. logp[rows, actions]: the flat
+    position of each element picked (they are in range: the forward checked; negative ones wrap).
+    None for other indices."""
+    parts = index if type(index) is tuple else (index,)
+    if len(parts) != len(shape) or len(parts) < 2:
+        return None
+    for p in parts:
+        if not (type(p) is np.ndarray and p.dtype.kind in "iu") and type(p) is not int:
+            return None
+    return np.ravel_multi_index(parts, shape, mode="wrap")
 
 
 scatter_add = Primitive("scatter_add", _scatter_add_forward,

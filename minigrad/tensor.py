@@ -18,6 +18,7 @@ and any leaf Tensor's view of that memory.
 from __future__ import annotations
 
 import linecache
+import math
 import os
 import sys
 import weakref
@@ -761,6 +762,8 @@ def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     if 0 < lead and g.shape[lead:] == shape:  # only leading axes added (a bias): sum them away
         if lead == 1 and g.shape[0] == 1:  # a batch of one row: that row is the sum
             return g.reshape(shape)
+        if type(g) is np.ndarray and len(shape) == 1 and g.dtype.char in "fd":
+            return _column_sums(g)
         axes = tuple(range(lead))
         return np.add.reduce(g, axis=axes) if type(g) is np.ndarray else g.sum(axis=axes)
     axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape)
@@ -768,6 +771,30 @@ def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     if axes:
         g = g.sum(axis=axes, keepdims=True)
     return g.reshape(shape) if g.shape != shape else g
+
+
+_ONES: dict[tuple[int, Any], np.ndarray] = {}  # read-only vectors of ones, by (length, dtype)
+
+
+def _column_sums(g: np.ndarray) -> np.ndarray:
+    """Σ over every row of g (float32/64, the rows its leading axes): the product 1ᵀg, which
+    BLAS runs 2–10× faster than NumPy's reduction over a leading axis (that one adds row after
+    row, paying per row when rows are short: a (500, 2) bias gradient took 13 µs against 1.4)."""
+    if g.ndim == 2:
+        n = len(g)
+    else:
+        n = math.prod(g.shape[:-1])
+        g = g.reshape((n, g.shape[-1]))
+    key = (n, g.dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = np.ones(n, dtype=g.dtype)
+        if n <= 65536:  # a few small vectors kept; a big one costs little next to its sum
+            if len(_ONES) >= 8:
+                _ONES.clear()
+            ones.setflags(False)  # type: ignore[call-arg]
+            _ONES[key] = ones
+    return ones.dot(g)
 
 
 def _fit(g: Any, value: np.ndarray, op: Any, i: int) -> Any:
@@ -828,7 +855,7 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
                     and _refcount(g) == 2 and g.flags.writeable:
                 # Only this frame holds g (not the caller, not a leaf's .grad, not a sibling's
                 # pending gradient): the VJP may write its result into g's memory.
-                all_grads = op.vjp_in_place(g, y, *xs)
+                all_grads = op.vjp_in_place(g, y, *xs, **params)
             elif op.vjp_all is not None:
                 all_grads = op.vjp_all(g, y, *xs, **params)
             else:

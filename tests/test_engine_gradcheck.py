@@ -24,6 +24,7 @@ from hypothesis.extra import numpy as hnp
 import minigrad as mg
 from minigrad import ops
 from minigrad.functions import linear_relu
+from minigrad.tensor import sum_to
 
 # --------------------------------------------------------------------------------------------
 # Helpers
@@ -126,6 +127,30 @@ def test_arithmetic_broadcast(shapes: Any, seed: int) -> None:
         assert out.shape == shapes.result_shape
         np.testing.assert_allclose(out.data, ref(a, b), rtol=1e-12)
         check(fn, [a, b], name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, ">f8"])
+@pytest.mark.parametrize("shape", [(7, 3), (2, 5, 4), (300, 1), (0, 3), (3, 0), (1, 1, 6)])
+def test_a_bias_gradient_sums_every_row(shape: tuple[int, ...], dtype: Any) -> None:
+    """A gradient summed over leading axes down to 1-D (a bias's) is taken as 1ᵀḡ, with the
+    vectors of ones kept by length and dtype: each sum must still be the plain one, whatever
+    lengths and dtypes came before (more than the cache keeps) and however g is laid out."""
+    rng = np.random.default_rng(11)
+    for rows in [*range(2, 14), 70_000, 5]:  # fills and clears the cache; one too big to keep
+        g = rng.normal(size=(rows, 2)).astype(np.float32)
+        np.testing.assert_allclose(sum_to(g, (2,)), g.astype(np.float64).sum(axis=0),
+                                   atol=rows * 1e-6)  # float32's rounding, n·ε·max|g| at most
+    g = rng.normal(size=shape).astype(dtype)
+    lead = tuple(range(len(shape) - 1))
+    for layout in (g, np.asfortranarray(g), np.flip(g, axis=0)):
+        got = sum_to(layout, shape[-1:])
+        assert got.shape == shape[-1:] and got.dtype.char == layout.dtype.char  # (any order)
+        want = layout.astype(np.float64).sum(axis=lead)
+        np.testing.assert_allclose(got, want, rtol=1e-5 if g.dtype == np.float32 else 1e-12)
+    b = mg.tensor(rng.normal(size=shape[-1:]), requires_grad=True)  # through the tape
+    up = rng.normal(size=shape)
+    (mg.tensor(np.zeros(shape)) + b).backward(up)
+    np.testing.assert_allclose(b.grad, up.sum(axis=lead), rtol=1e-12)
 
 
 @covers("power")
@@ -532,6 +557,25 @@ def test_getitem_integer_arrays_repeat_and_accumulate(shape: tuple[int, ...], se
     for j, i in enumerate(idx):
         expected[i] += up[j]
     np.testing.assert_allclose(t.grad, expected, rtol=1e-12, atol=1e-15)
+    # one integer array per axis (as logp[rows, actions]), with an int among them: the same
+    for every in (True, False) if len(shape) >= 2 else ():
+        picks = tuple(rng.integers(-m, m, size=k) if every or i else int(rng.integers(m))
+                      for i, m in enumerate(shape))
+        for dtype in (np.float64, np.float32, np.int64):
+            t = mg.tensor(x.astype(dtype), requires_grad=dtype != np.int64)
+            up = uniform(rng, (k,)).astype(dtype if dtype != np.int64 else np.float64)
+            if dtype == np.int64:  # scatter_add itself, which does not care for the dtype
+                up = rng.integers(-5, 5, size=k)
+                got = ops.scatter_add.forward(up, index=picks, shape=shape, basic=False)
+            else:
+                t[picks].backward(up)
+                got = t.grad
+            expected = np.zeros(shape, dtype=got.dtype)
+            for j in range(k):
+                expected[tuple(p if np.ndim(p) == 0 else p[j] for p in picks)] += up[j]
+            assert got.dtype == expected.dtype
+            np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == np.float32
+                                       else 1e-12, atol=1e-15)
 
 
 @covers("getitem")

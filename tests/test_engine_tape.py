@@ -651,19 +651,25 @@ IN_PLACE_OPS = [op for op in vars(mg.ops).values()  # the one-input ones (linear
                 if isinstance(op, mg.ops.Primitive) and op.vjp_in_place is not None and op.vjps]
 
 
+IN_PLACE_PARAMS = {"log_softmax": [{"axis": (1,)}, {"axis": (0,)}, {"axis": (0, 1)}]}
+
+
 def test_the_in_place_ops_are_the_activations() -> None:
-    assert {op.name for op in IN_PLACE_OPS} >= {"relu", "tanh", "sigmoid", "exp"}
+    assert {op.name for op in IN_PLACE_OPS} >= {"relu", "tanh", "sigmoid", "exp", "log_softmax"}
 
 
-@pytest.mark.parametrize("op", IN_PLACE_OPS, ids=lambda op: op.name)
-def test_an_in_place_vjp_equals_its_vjp_and_writes_into_g(op: Any) -> None:
+@pytest.mark.parametrize(("op", "params"), [(op, params) for op in IN_PLACE_OPS
+                                            for params in IN_PLACE_PARAMS.get(op.name, [{}])],
+                         ids=lambda v: getattr(v, "name", str(v)))
+def test_an_in_place_vjp_equals_its_vjp_and_writes_into_g(op: Any, params: dict[str, Any]
+                                                          ) -> None:
     rng = np.random.default_rng(7)
     x = rng.normal(size=(5, 3))
-    y = op.forward(x)
+    y = op.forward(x, **params)
     g = rng.normal(size=(5, 3))
-    expected = op.vjps[0](g, y, x)
+    expected = op.vjps[0](g, y, x, **params)
     buffer = g.copy()
-    (out,) = op.vjp_in_place(buffer, y, x)
+    (out,) = op.vjp_in_place(buffer, y, x, **params)
     assert out is buffer
     np.testing.assert_allclose(out, expected, rtol=1e-15)
 
@@ -675,13 +681,15 @@ def test_a_shared_gradient_is_never_written_in_place(op: Any) -> None:
     rng = np.random.default_rng(8)
     x0 = rng.normal(size=(4, 3))
     x = mg.tensor(x0, requires_grad=True)
-    a = tape_module.apply(op, x * 1.0)
-    b = tape_module.apply(op, x * 2.0)
+    params = IN_PLACE_PARAMS.get(op.name, [{}])[0]
+    a = tape_module.apply(op, x * 1.0, **params)
+    b = tape_module.apply(op, x * 2.0, **params)
     upstream = rng.normal(size=(4, 3))
     kept = upstream.copy()
     (a + b).backward(upstream)
-    y1, y2 = op.forward(x0), op.forward(2 * x0)
-    expected = op.vjps[0](upstream, y1, x0) + 2 * op.vjps[0](upstream, y2, 2 * x0)
+    y1, y2 = op.forward(x0, **params), op.forward(2 * x0, **params)
+    expected = (op.vjps[0](upstream, y1, x0, **params)
+                + 2 * op.vjps[0](upstream, y2, 2 * x0, **params))
     np.testing.assert_allclose(x.grad, expected, rtol=1e-12)
     np.testing.assert_array_equal(upstream, kept)
 
@@ -702,9 +710,9 @@ def _count_in_place(monkeypatch: pytest.MonkeyPatch, op: Any) -> dict[str, int]:
     calls = {"in_place": 0}
     rule = op.vjp_in_place
 
-    def counted(*args: Any) -> Any:
+    def counted(*args: Any, **params: Any) -> Any:
         calls["in_place"] += 1
-        return rule(*args)
+        return rule(*args, **params)
 
     monkeypatch.setattr(op, "vjp_in_place", counted)
     return calls
@@ -727,6 +735,22 @@ def test_an_mlp_hidden_activation_reuses_its_gradient(monkeypatch: pytest.Monkey
     assert calls["in_place"] == 1
     w1 = net.layers[0].weight
     assert w1.grad is not None and w1.grad.shape == (16, 4)
+
+
+@needs_refcounts
+def test_log_softmax_reuses_the_scattered_gradient_of_a_pick(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """logp[rows, actions]'s VJP scatters into a fresh array that only the sweep holds: the
+    log_softmax below it runs in place there, and its gradient is still right."""
+    calls = _count_in_place(monkeypatch, mg.ops.log_softmax)
+    rng = np.random.default_rng(4)
+    z0, actions, weights = rng.normal(size=(30, 3)), rng.integers(0, 3, 30), rng.normal(size=30)
+    z = mg.tensor(z0, requires_grad=True)
+    (mg.log_softmax(z, axis=-1)[np.arange(30), actions] * weights).sum().backward()
+    assert calls["in_place"] == 1
+    p = np.exp(z0) / np.exp(z0).sum(axis=1, keepdims=True)
+    onehot = np.eye(3)[actions]
+    np.testing.assert_allclose(z.grad, weights[:, None] * (onehot - p), rtol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------
