@@ -316,6 +316,8 @@ def getitem(x: ArrayLike, index: Any) -> Tensor:
     """x[index]: basic slicing, integer-array and boolean indexing, as NumPy."""
     if type(index) is tuple and _ints_and_slices(index):
         idx, basic = index, True  # the common x[i, j] / x[:, 1:]: nothing to copy or check
+    elif type(index) is tuple and _integer_arrays(index):
+        idx, basic = tuple([p.copy() for p in index]), False  # logp[rows, actions], copied as below
     else:
         idx = _unwrap_index(index)
         parts = idx if isinstance(idx, tuple) else (idx,)
@@ -332,6 +334,13 @@ def getitem(x: ArrayLike, index: Any) -> Tensor:
 def _ints_and_slices(index: tuple[Any, ...]) -> bool:
     for p in index:  # a loop, not all(…): this runs for every indexing of a policy's output
         if type(p) is not int and type(p) is not slice:
+            return False
+    return True
+
+
+def _integer_arrays(index: tuple[Any, ...]) -> bool:
+    for p in index:
+        if type(p) is not np.ndarray or p.dtype.kind not in "iu":
             return False
     return True
 

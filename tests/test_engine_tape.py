@@ -221,6 +221,25 @@ def test_saved_parameters_of_an_op_are_protected() -> None:
     np.testing.assert_allclose(x.grad, [1 + 3 + 10, 1 + 0 + 0, 0 + 3 + 0])
 
 
+@pytest.mark.parametrize("kind", ["array", "arrays", "tensor", "list"])
+def test_an_index_array_rewritten_after_the_forward_moves_no_gradient(kind: str) -> None:
+    """The tape keeps its own copy of an integer index: the caller may reuse its arrays (a
+    rollout buffer of actions, say) before backward() and the gradient still goes where the
+    forward picked."""
+    x0 = np.arange(12.0).reshape(4, 3)
+    rows, cols = np.array([0, 1, 1, 3]), np.array([2, 0, 0, 1])
+    index: Any = {"array": rows, "arrays": (rows, cols), "tensor": (mg.Tensor(rows), cols),
+                  "list": (rows, [2, 0, 0, 1])}[kind]
+    x = mg.tensor(x0, requires_grad=True)
+    picked = x[index]
+    expected = np.zeros_like(x0)
+    np.add.at(expected, index if kind == "array" else (rows, cols), 1.0)
+    rows[:] = 2  # the caller reuses its buffers
+    cols[:] = 1
+    picked.sum().backward()
+    np.testing.assert_array_equal(x.grad, expected)
+
+
 def test_inputs_no_vjp_reads_stay_writeable_and_writes_to_them_are_harmless() -> None:
     """linear's bias (b̄ = Σḡ needs only its shape) and divide's numerator (ā = ḡ/b, b̄ = −ḡy/b)
     are not locked: a write into them between forward and backward is allowed and leaves every
