@@ -762,7 +762,8 @@ def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     if 0 < lead and g.shape[lead:] == shape:  # only leading axes added (a bias): sum them away
         if lead == 1 and g.shape[0] == 1:  # a batch of one row: that row is the sum
             return g.reshape(shape)
-        if type(g) is np.ndarray and len(shape) == 1 and g.dtype.char in "fd":
+        if type(g) is np.ndarray and len(shape) == 1 and g.dtype.char in "fd" \
+                and g.flags.c_contiguous:
             return _column_sums(g)
         axes = tuple(range(lead))
         return np.add.reduce(g, axis=axes) if type(g) is np.ndarray else g.sum(axis=axes)
@@ -777,9 +778,11 @@ _ONES: dict[tuple[int, Any], np.ndarray] = {}  # read-only vectors of ones, by (
 
 
 def _column_sums(g: np.ndarray) -> np.ndarray:
-    """Σ over every row of g (float32/64, the rows its leading axes): the product 1ᵀg, which
-    BLAS runs 2–10× faster than NumPy's reduction over a leading axis (that one adds row after
-    row, paying per row when rows are short: a (500, 2) bias gradient took 13 µs against 1.4)."""
+    """Σ over every row of a C-ordered g (float32/64, the rows its leading axes): the product
+    1ᵀg, which BLAS runs 2–10× faster than NumPy's reduction over a leading axis. That one adds
+    row after row, paying per row when rows are short (a (500, 2) bias gradient: 13 µs against
+    1.4), and no more accurately. (On a Fortran-ordered g NumPy sums pairwise, which is more
+    accurate: sum_to leaves those to NumPy.)"""
     if g.ndim == 2:
         n = len(g)
     else:
@@ -852,9 +855,12 @@ def run_backward(root: Tensor, upstream: Any, retain_graph: bool = False,
             if anomaly and create_graph:
                 STATE.vjp_of = op.name
             if op.vjp_in_place is not None and type(g) is np.ndarray and g.base is None \
-                    and _refcount(g) == 2 and g.flags.writeable:
+                    and _refcount(g) == 2 and g.flags.writeable and g.shape == y.shape \
+                    and (g.dtype is y.dtype or g.dtype == y.dtype):
                 # Only this frame holds g (not the caller, not a leaf's .grad, not a sibling's
-                # pending gradient): the VJP may write its result into g's memory.
+                # pending gradient): the VJP may write its result into g's memory. (g has
+                # the output's shape and dtype unless the output's .data was rebound to
+                # another array: then the rule must promote and broadcast, not round into g.)
                 all_grads = op.vjp_in_place(g, y, *xs, **params)
             elif op.vjp_all is not None:
                 all_grads = op.vjp_all(g, y, *xs, **params)

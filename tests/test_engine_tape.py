@@ -693,6 +693,27 @@ def test_an_in_place_vjp_equals_its_vjp_and_writes_into_g(op: Any, params: dict[
     np.testing.assert_allclose(out, expected, rtol=1e-15)
 
 
+@pytest.mark.parametrize("rebind", ["float32", "one row"])
+@pytest.mark.parametrize("op", IN_PLACE_OPS, ids=lambda op: op.name)
+def test_an_output_rebound_to_another_array_takes_the_out_of_place_vjp(op: Any, rebind: str
+                                                                      ) -> None:
+    """When an output's .data is rebound (allowed) to an array of another dtype or shape, the
+    gradient arriving has that dtype and shape: the rule must promote and broadcast it as the
+    out-of-place rule does, not round it into float32 or fail on the shape."""
+    rng = np.random.default_rng(12)
+    x0, w = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    params = IN_PLACE_PARAMS.get(op.name, [{}])[0]
+    x = mg.tensor(x0, requires_grad=True)
+    out = tape_module.apply(op, x, **params)
+    y = out.data
+    out.data = y.astype(np.float32) if rebind == "float32" else y[:1].copy()
+    (out * w[: len(out.data)]).sum().backward()
+    g = (w[:1] if rebind == "one row" else w.astype(np.float32))
+    expected = op.vjps[0](g, y, x0, **params)
+    assert x.grad.shape == x0.shape and x.grad.dtype == np.float64
+    np.testing.assert_allclose(x.grad, np.broadcast_to(expected, x0.shape), rtol=1e-15)
+
+
 @pytest.mark.parametrize("op", IN_PLACE_OPS, ids=lambda op: op.name)
 def test_a_shared_gradient_is_never_written_in_place(op: Any) -> None:
     """add's VJP hands the same array to both inputs, and the caller keeps its upstream: the
