@@ -76,8 +76,8 @@ def nll_loss(log_probs: Any, targets: Any, reduction: Reduction = "mean") -> Ten
 def cross_entropy(logits: Any, targets: Any, reduction: Reduction = "mean") -> Tensor:
     """Softmax cross-entropy of class indices, stable at any logit size:
     ℓᵢ = −log softmax(zᵢ)[tᵢ] = logsumexp(zᵢ) − zᵢ[tᵢ];   ∂ℓᵢ/∂zᵢ = softmax(zᵢ) − onehot(tᵢ).
-    Recorded as the fused log_softmax primitive, the pick of each row's target and the
-    reduction (three nodes, not one fused cross-entropy primitive).
+    Recorded as the fused log_softmax primitive, then the pick of each row's target and the
+    reduction as nodes of their own (there is no single cross-entropy primitive).
 
     `logits` is (N, C); `targets` are N integers in [0, C) (an ndarray, a Tensor or a list);
     `reduction` is "mean" (over N), "sum" or "none" (the N losses).
