@@ -782,7 +782,7 @@ def _column_sums(g: np.ndarray) -> np.ndarray:
     1ᵀg, which BLAS runs 2–10× faster than NumPy's reduction over a leading axis. On a C-ordered
     g that reduction adds row after row, paying per row when rows are short (a (500, 2) bias
     gradient: 13 µs against 1.4), and is no more accurate. (On a Fortran-ordered g NumPy sums
-    pairwise, which is: sum_to leaves those to NumPy.)"""
+    pairwise, which is more accurate, so sum_to leaves those to NumPy.)"""
     if g.ndim == 2:
         n = len(g)
     else:
