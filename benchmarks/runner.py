@@ -13,15 +13,21 @@ engine's own cost without the page faults, which fresh processes pay too.
 `--quick` reuses one worker per implementation for all workloads (`--isolation shared`): it
 only checks that everything runs, and starting PyTorch once per workload would dominate it.
 
+`--against REV` (benchmarks/against.py) passes an engine directory: the worker then runs there
+with that directory first on its path, so `import minigrad` finds that copy of the engine, and it
+refuses to time anything if minigrad came from anywhere else (EngineMismatchError).
+
 Protocol: one JSON object per line on the worker's stdin, one reply per line on its stdout.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from benchmarks import harness, memory
@@ -64,17 +70,44 @@ class WorkerError(RuntimeError):
     pass
 
 
-class Subprocess:
-    """The same interface, served by a fresh `python -m benchmarks.runner` process."""
+class EngineMismatchError(RuntimeError):
+    """The worker imported minigrad from somewhere else than the engine directory it was given."""
 
-    def __init__(self, variant: Any, impl: str, quick: bool, malloc: str = "default") -> None:
+
+def engine_mismatch(engine: str) -> str | None:
+    """None when `import minigrad` finds the copy in `engine`, else what it finds instead.
+
+    Looks without importing it, so a copy that fails to import still counts as found.
+    """
+    spec = importlib.util.find_spec("minigrad")
+    origin = spec.origin if spec is not None else None
+    if origin is not None and Path(origin).resolve().parent.parent == Path(engine).resolve():
+        return None
+    return f"minigrad comes from {origin}, not from {engine}"
+
+
+class Subprocess:
+    """The same interface, served by a fresh `python -m benchmarks.runner` process.
+
+    `engine`: a directory holding a `minigrad/` package to time instead of this checkout's;
+    the benchmark code itself always comes from this checkout.
+    """
+
+    def __init__(self, variant: Any, impl: str, quick: bool, malloc: str = "default",
+                 engine: str | None = None) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.runner", malloc], cwd=root,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
-        self.setup(variant, impl, quick)
+        path = ([engine] if engine else []) + [root, env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(path)  # without engine: as before, to the byte
+        cmd = [sys.executable, "-m", "benchmarks.runner", malloc] + ([engine] if engine else [])
+        # cwd: `-m` puts it first on the worker's path, ahead of PYTHONPATH
+        self.proc = subprocess.Popen(cmd, cwd=engine or root, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        try:
+            self.setup(variant, impl, quick)
+        except BaseException:  # nobody else can reach this worker to stop it
+            self.close()
+            raise
 
     def setup(self, variant: Any, impl: str, quick: bool) -> None:
         """Build (another) implementation in this worker and run its warm-up step."""
@@ -96,6 +129,8 @@ class Subprocess:
         if not line:
             raise WorkerError(f"worker died (exit code {self.proc.wait()})")
         reply: dict[str, Any] = json.loads(line)
+        if reply.get("fatal"):
+            raise EngineMismatchError(reply["error"])
         if "error" in reply:
             raise WorkerError(reply["error"])
         return reply
@@ -128,6 +163,7 @@ def worker_main() -> None:
     sys.stdout = sys.stderr  # anything the workload prints must not break the protocol
     harness.set_malloc(sys.argv[1] if len(sys.argv) > 1 else "default")
     harness.pin_threads()
+    mismatch = engine_mismatch(sys.argv[2]) if len(sys.argv) > 2 else None
     here: InProcess | None = None
     for line in sys.stdin:
         msg = json.loads(line)
@@ -135,6 +171,10 @@ def worker_main() -> None:
         try:
             if cmd == "quit":
                 break
+            if mismatch is not None:
+                out.write(json.dumps({"error": mismatch, "fatal": True}) + "\n")
+                out.flush()
+                continue
             if cmd == "setup":
                 if msg["impl"] == "torch" and harness.torch_module() is None:
                     raise RuntimeError(f"PyTorch not importable "

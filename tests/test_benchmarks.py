@@ -1,12 +1,14 @@
 """Smoke test of the benchmark suite: `python -m benchmarks --quick --check --json PATH` runs,
 every implementation's gradients agree with the hand-written NumPy floor, and the JSON has the
-schema issue 5 fixes. Runs with or without PyTorch installed (its rows are then absent)."""
+schema the report promises. Runs with or without PyTorch installed (its rows are then absent)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +88,41 @@ def test_only_and_quick_reject_w6() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "W6"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "W6" in proc.stderr
+
+
+def _git_checkout() -> bool:
+    """git is installed and the repository is the top of a git checkout with a HEAD commit."""
+    if shutil.which("git") is None:
+        return False
+    proc = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--show-toplevel", "--verify",
+                           "--quiet", "HEAD^{commit}"], capture_output=True, text=True, timeout=30)
+    top = proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else ""
+    return bool(top) and os.path.samefile(top, ROOT)
+
+
+needs_git = pytest.mark.skipif(not _git_checkout(), reason="needs git and a git checkout")
+
+
+@needs_git
+def test_against_head() -> None:
+    """--against HEAD: W0 with HEAD's engine and the working tree's, two rounds, one table."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--against", "HEAD", "--only",
+                           "W0", "--quick", "--rounds", "2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "| old: HEAD (" in proc.stdout and "| new: working tree (" in proc.stdout
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| W0 |")]
+    assert len(row) == 1, proc.stdout
+    assert re.search(r"\*\*\d+\.\d{3}\*\*", row[0]), row[0]  # new / old
+    assert "round 2, new first" in proc.stdout
+    assert "failed" not in proc.stdout
+
+
+@needs_git
+def test_against_rejects_a_bad_revision() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--against", "no-such-rev~9"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no-such-rev~9" in proc.stderr
