@@ -7,7 +7,7 @@
 This module only reads the tape: each op output's record (op, inputs, values, output, params;
 see `Tensor`) and each primitive's `reads` (which arrays its VJP needs). The engine never
 imports it.
-The walk is the engine's own iterative topological sort (`tensor._toposort`), so the order shown
+The walk is the engine's own iterative topological sort (`transforms.toposort`), so the order shown
 is exactly the order of `backward()` and a graph 100,000 ops deep is no problem.
 
 How "saved for backward" is counted, per node: the arrays its VJP reads, that is its input
@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from minigrad.function import FunctionCtx
-from minigrad.tensor import Tensor, _toposort
-from minigrad.tensor import _saved as _tape_saved
+from minigrad.tensor import Tensor
+from minigrad.transforms import toposort
 
 
 class TapeRow(NamedTuple):
@@ -120,7 +120,7 @@ def _walk(root: Tensor, caller: str) -> list[Tensor]:
     if not root.requires_grad:
         return []
     try:
-        return _toposort(root, set())
+        return toposort(root, set())  # type: ignore[return-value]
     except RuntimeError as e:  # a node freed by an earlier backward()
         raise RuntimeError(f"{caller}: the tape behind this Tensor was freed by backward(); call "
                            f"{caller}() before backward(), or use "
@@ -129,9 +129,11 @@ def _walk(root: Tensor, caller: str) -> list[Tensor]:
 
 def _saved(node: Tensor) -> list[Any]:
     """The distinct arrays the VJP of the op that made node reads (see the module docstring)."""
-    reads = node._op.reads
-    # The inputs and output the tape locks, by its own rule; every array parameter is shown.
-    candidates = list(_tape_saved(reads, node._values, node._ans, {})) if reads else []
+    op = node._op
+    # The inputs and output the rule reads, by its `reads`; every array parameter is shown.
+    candidates = [v for i, v in enumerate(node._values) if op.reads_all or i in op.reads_inputs]
+    if "y" in op.reads:
+        candidates.append(node._ans)
     for p in node._params.values():
         if isinstance(p, FunctionCtx):
             candidates += p.saved
@@ -139,11 +141,17 @@ def _saved(node: Tensor) -> list[Any]:
             candidates += p
         else:
             candidates.append(p)
-    seen: dict[int, Any] = {}
+    seen: dict[Any, Any] = {}
     for a in candidates:
-        if isinstance(a, (np.ndarray, np.generic)) and id(a) not in seen:
-            seen[id(a)] = a
+        if isinstance(a, (np.ndarray, np.generic)):
+            seen.setdefault(_memory(a), a)
     return list(seen.values())
+
+
+def _memory(a: Any) -> Any:
+    """What identifies the memory an array shows (the tape may keep a view of its own)."""
+    a = np.asarray(a)
+    return a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str
 
 
 def _constant(value: Any) -> str:
@@ -168,7 +176,7 @@ def tape(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Tape:
     order, ids, labels = _read(t, names, "tape")
     rows: list[TapeRow] = []
     leaves: list[TapeRow] = []
-    distinct: dict[int, int] = {}
+    distinct: dict[Any, int] = {}
     dtype_names: dict[np.dtype[Any], str] = {}  # str(dtype) is slow; a big tape has few dtypes
     for k in reversed(range(len(order))):  # backward() visits the order in reverse
         x = order[k]
@@ -178,7 +186,7 @@ def tape(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Tape:
             continue
         saved = _saved(x)
         for a in saved:
-            distinct[id(a)] = a.nbytes
+            distinct[_memory(a)] = a.nbytes
         inputs = tuple(ids[id(p)] if p is not None else _constant(v)
                        for p, v in zip(x._inputs, x._values))
         rows.append(TapeRow(k, x._op.name, inputs, x.shape, dtype, sum(a.nbytes for a in saved),

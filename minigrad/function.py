@@ -7,12 +7,15 @@ differentiate through that backward (grad of grad), it raises instead of returni
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from minigrad.ops import Primitive
-from minigrad.tensor import Tensor, apply
+from minigrad.graph import TensorBase, apply
+from minigrad.rules import Primitive
+
+if TYPE_CHECKING:
+    from minigrad.tensor import Tensor
 
 
 class FunctionCtx:
@@ -56,7 +59,8 @@ class Function:
     def apply(cls, *tensors: Any) -> Tensor:
         prim = cls.__dict__.get("_primitive")
         if prim is None:
-            prim = Primitive(cls.__name__, lambda *xs, ctx: cls.forward(ctx, *xs),
+            # The output is copied: a forward may return an array it keeps and writes again.
+            prim = Primitive(cls.__name__, lambda *xs, ctx: np.array(cls.forward(ctx, *xs)),
                              vjp_all=lambda g, y, *xs, ctx: cls._vjp(ctx, g, xs),
                              reads="xy", math=(cls.__doc__ or "custom Function").strip())
             cls._primitive = prim  # type: ignore[attr-defined]
@@ -65,8 +69,8 @@ class Function:
     @classmethod
     def _vjp(cls, ctx: FunctionCtx, g: Any, xs: tuple[Any, ...]) -> tuple[Any, ...]:
         # On the tape (a transform asked for higher order), g and the inputs are Tensors.
-        recorded = isinstance(g, Tensor) or any(isinstance(x, Tensor) for x in xs)
-        grads = cls.backward(ctx, g._data if isinstance(g, Tensor) else g)
+        recorded = isinstance(g, TensorBase) or any(isinstance(x, TensorBase) for x in xs)
+        grads = cls.backward(ctx, g._data if isinstance(g, TensorBase) else g)
         if not isinstance(grads, tuple):
             grads = (grads,)
         if len(grads) != len(xs):

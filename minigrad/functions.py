@@ -1,8 +1,9 @@
-"""The public functions (`mg.exp`, `mg.sum`, …) and Tensor methods call: argument checks and
-normalisation (axes, shapes, indices), then one primitive of the table in `ops.py`.
+"""The public functions that need more than their row: argument checks and normalisation
+(axes, shapes, indices), then one row of the table in `rules.py`, or a few.
 
-Also the maps that route NumPy functions on Tensors (`np.exp(t)`, `np.where(c, t, 0)`) here,
-so they are recorded; anything not listed raises TypeError instead of dropping the gradient.
+Also the maps that route NumPy functions on Tensors (`np.exp(t)`, `np.where(c, t, 0)`) to the
+table, so they are recorded; anything not listed raises TypeError instead of dropping the
+gradient. A row that is its own public function (`rules.exp`) is routed by its `numpy` entry.
 """
 
 from __future__ import annotations
@@ -10,213 +11,166 @@ from __future__ import annotations
 import builtins
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from minigrad import ops
-from minigrad.tensor import ArrayLike, Tensor, apply, constant, value_of
+from minigrad import rules
+from minigrad.graph import ArrayLike, TensorBase, apply, leaf, operand
+
+if TYPE_CHECKING:
+    from minigrad.tensor import Tensor
 
 Axis = int | Sequence[int] | None
 
 
-def _value(x: Any) -> Any:
-    return x._data if isinstance(x, Tensor) else x
-
-
 def _shape(x: Any, name: str) -> tuple[int, ...]:
-    if type(x) is Tensor:
+    if isinstance(x, TensorBase):
         return x._data.shape  # type: ignore[no-any-return]
-    return np.shape(value_of(x, name))  # TypeError for anything that is not an operand
+    return np.shape(operand(x, name))  # TypeError for anything that is not an operand
 
 
-_ALL_AXES = [tuple(range(n)) for n in range(8)]
+def _int(value: Any, what: str, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: {what} must be an integer, got {value!r} "
+                        f"({type(value).__name__})")
+    return int(value)
 
 
 def _axes(axis: Axis, ndim: int, name: str) -> tuple[int, ...]:
-    """Normalise an axis argument to a sorted tuple of non-negative axes."""
+    """An axis argument as a sorted tuple of distinct non-negative axes."""
     if axis is None:
-        return _ALL_AXES[ndim] if ndim < 8 else tuple(range(ndim))
+        return tuple(range(ndim))
     if type(axis) is int and -ndim <= axis < ndim:  # the common axis=-1
         return (axis % ndim,)
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
     out = []
-    for ax in axes:
-        if not -ndim <= ax < ndim and not (ndim == 0 and ax in (0, -1)):
+    for ax in items:
+        ax = _int(ax, "axis", name)
+        if not -builtins.max(ndim, 1) <= ax < builtins.max(ndim, 1):  # 0-d: NumPy takes 0, -1
             raise ValueError(f"{name}: axis {ax} is out of bounds for an array of {ndim} dims")
-        out.append(int(ax) % ndim if ndim else 0)
+        out.append(ax % ndim if ndim else 0)
     if len(set(out)) != len(out):
         raise ValueError(f"{name}: repeated axis in {axis}")
     return tuple(sorted(out)) if ndim else ()
 
 
-def _one_axis(axis: int, ndim: int, name: str) -> int:
+def _one_axis(axis: Any, ndim: int, name: str) -> int:
+    axis = _int(axis, "axis", name)
     if not -ndim <= axis < ndim:
         raise ValueError(f"{name}: axis {axis} is out of bounds for an array of {ndim} dims")
-    return int(axis) % ndim
+    return axis % ndim
+
+
+def _constant_array(value: Any) -> Any:
+    """An array argument (a bound, a condition) as the tape's own read-only copy, so a later
+    write to the caller's array cannot move the gradient; scalars as they are."""
+    if not isinstance(value, np.ndarray):
+        return value
+    arr = np.array(value)
+    arr.flags.writeable = False
+    return arr
 
 
 def _floating(x: ArrayLike) -> Any:
-    """Softmax-family inputs are computed in floating point (ints become float64)."""
-    if isinstance(x, Tensor):
-        return x if x.dtype.kind in "fc" else apply(ops.astype, x, dtype=np.dtype(np.float64))
-    arr = np.asarray(x)
-    return arr if arr.dtype.kind in "fc" else arr.astype(np.float64)
+    """Softmax-family inputs are computed in floating point (integers become float64)."""
+    dtype = x.dtype if isinstance(x, TensorBase) else np.result_type(operand(x, "softmax"))
+    return x if dtype.kind == "f" else apply(rules.astype, x, dtype=np.dtype(np.float64))
 
 
-# --- arithmetic -------------------------------------------------------------------------------
-def add(a: ArrayLike, b: ArrayLike) -> Tensor:
-    """a + b, broadcast."""
-    return apply(ops.add, a, b)
-
-
-def subtract(a: ArrayLike, b: ArrayLike) -> Tensor:
-    """a − b, broadcast."""
-    return apply(ops.subtract, a, b)
-
-
-def multiply(a: ArrayLike, b: ArrayLike) -> Tensor:
-    """a · b, broadcast."""
-    return apply(ops.multiply, a, b)
-
-
-def divide(a: ArrayLike, b: ArrayLike) -> Tensor:
-    """a / b, broadcast (true division)."""
-    return apply(ops.divide, a, b)
-
-
-def power(a: ArrayLike, b: ArrayLike) -> Tensor:
-    """a ** b, broadcast."""
-    return apply(ops.power, a, b)
-
-
-def negative(x: ArrayLike) -> Tensor:
-    """−x."""
-    return apply(ops.negative, x)
-
-
-# --- elementwise functions ----------------------------------------------------------------------
-def exp(x: ArrayLike) -> Tensor:
-    """Elementwise eˣ."""
-    return apply(ops.exp, x)
-
-
-def log(x: ArrayLike) -> Tensor:
-    """Elementwise natural log (NaN for negatives and −inf at 0, as NumPy)."""
-    return apply(ops.log, x)
-
-
-def sqrt(x: ArrayLike) -> Tensor:
-    """Elementwise square root."""
-    return apply(ops.sqrt, x)
-
-
-def tanh(x: ArrayLike) -> Tensor:
-    """Elementwise tanh."""
-    return apply(ops.tanh, x)
-
-
-def sigmoid(x: ArrayLike) -> Tensor:
-    """Elementwise logistic sigmoid, stable for large |x|."""
-    return apply(ops.sigmoid, x)
-
-
-def relu(x: ArrayLike) -> Tensor:
-    """Elementwise max(x, 0); the gradient at 0 is 0."""
-    return apply(ops.relu, x)
-
-
-def abs(x: ArrayLike) -> Tensor:  # noqa: A001
-    """Elementwise |x|; the gradient at 0 is 0."""
-    return apply(ops.absolute, x)
-
-
-def maximum(a: ArrayLike, b: ArrayLike) -> Tensor:
-    """Elementwise maximum; at ties each side gets half the gradient."""
-    return apply(ops.maximum, a, b)
-
-
-def minimum(a: ArrayLike, b: ArrayLike) -> Tensor:
-    """Elementwise minimum; at ties each side gets half the gradient."""
-    return apply(ops.minimum, a, b)
-
-
+# --- elementwise ----------------------------------------------------------------------------
 def where(cond: ArrayLike, a: ArrayLike, b: ArrayLike) -> Tensor:
     """`a` where cond else `b`; cond is a bool ndarray or Tensor and is not differentiated."""
-    c = np.asarray(_value(cond))
+    c = _constant_array(np.asarray(cond._data if isinstance(cond, TensorBase) else cond))
     if c.dtype != np.bool_:
         raise TypeError(f"where: cond must be boolean, got dtype {c.dtype} (shape {c.shape})")
-    return apply(ops.where, a, b, cond=c)
+    return apply(rules.where, a, b, cond=c)
 
 
 def clip(x: ArrayLike, lo: Any = None, hi: Any = None) -> Tensor:
     """Clamp to [lo, hi]; the gradient passes where lo ≤ x ≤ hi. Bounds are not differentiated."""
     if lo is None and hi is None:
         raise ValueError("clip: give lo, hi or both")
+    bounds = []
     for name, bound in (("lo", lo), ("hi", hi)):
-        if isinstance(bound, Tensor) and bound.requires_grad:  # it would get no gradient
+        if isinstance(bound, TensorBase) and bound.requires_grad:  # it would get no gradient
             raise TypeError(f"clip: the bound {name} is a Tensor that requires grad, but clip's "
                             f"bounds are constants; use mg.maximum(x, lo) / mg.minimum(x, hi) "
                             f"to differentiate with respect to a bound, or pass {name}.detach()")
-    return apply(ops.clip, x, lo=_value(lo), hi=_value(hi))
+        value = bound._data if isinstance(bound, TensorBase) else bound
+        bounds.append(None if value is None else _constant_array(operand(value, "clip")))
+    return apply(rules.clip, x, lo=bounds[0], hi=bounds[1])
 
 
 def astype(x: ArrayLike, dtype: Any) -> Tensor:
     """A differentiable cast; the gradient is cast back to x's dtype."""
     dt = np.dtype(dtype)
-    if isinstance(x, Tensor) and x.requires_grad and dt.kind not in "fc":
+    if isinstance(x, TensorBase) and x.requires_grad and dt.kind != "f":
         raise TypeError(f"astype: a Tensor that requires grad can only be cast to a floating "
                         f"dtype, not {dt}; use .detach().astype(...)")
-    return apply(ops.astype, x, dtype=dt)
+    return apply(rules.astype, x, dtype=dt)
 
 
-# --- reductions ---------------------------------------------------------------------------------
+# --- reductions -----------------------------------------------------------------------------
 def sum(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Sum over axis (all axes by default)."""
-    if axis is None and type(x) is Tensor and x._data.ndim < 8:  # the common case, short
-        return apply(ops.sum, x, axis=_ALL_AXES[x._data.ndim], keepdims=bool(keepdims))
     axes = _axes(axis, len(_shape(x, "sum")), "sum")
-    return apply(ops.sum, x, axis=axes, keepdims=bool(keepdims))
+    return apply(rules.sum, x, axis=axes, keepdims=bool(keepdims))
 
 
 def mean(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over axis (all axes by default)."""
     shape = _shape(x, "mean")
     axes = _axes(axis, len(shape), "mean")
-    return apply(ops.mean, x, axis=axes, keepdims=bool(keepdims),
+    return apply(rules.mean, x, axis=axes, keepdims=bool(keepdims),
                  count=math.prod(shape[a] for a in axes))
+
+
+def var(x: ArrayLike, axis: Axis = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Variance over axis, NumPy's `ddof`: Σ(x − mean)² / (n − ddof)."""
+    shape = _shape(x, "var")
+    axes = _axes(axis, len(shape), "var")
+    n = math.prod(shape[a] for a in axes) - _int(ddof, "ddof", "var")
+    d = apply(rules.subtract, x, mean(x, axes, keepdims=True))
+    return apply(rules.divide, sum(apply(rules.square, d), axes, keepdims), n)
+
+
+def std(x: ArrayLike, axis: Axis = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Standard deviation over axis: √var (its gradient is infinite where var is 0)."""
+    return apply(rules.sqrt, var(x, axis, keepdims, ddof))
 
 
 def max(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Maximum over axis, values only; tied maxima share the gradient evenly."""
     axes = _axes(axis, len(_shape(x, "max")), "max")
-    return apply(ops.amax, x, axis=axes, keepdims=bool(keepdims))
+    return apply(rules.amax, x, axis=axes, keepdims=bool(keepdims))
 
 
 def min(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Minimum over axis, values only; tied minima share the gradient evenly."""
     axes = _axes(axis, len(_shape(x, "min")), "min")
-    return apply(ops.amin, x, axis=axes, keepdims=bool(keepdims))
+    return apply(rules.amin, x, axis=axes, keepdims=bool(keepdims))
 
 
-def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
+def softmax(x: ArrayLike, axis: Axis = -1) -> Tensor:
     """Softmax along axis, stable at any logit size."""
-    return apply(ops.softmax, _floating(x), axis=_axes(axis, len(_shape(x, "softmax")), "softmax"))
+    axes = _axes(axis, len(_shape(x, "softmax")), "softmax")
+    return apply(rules.softmax, _floating(x), axis=axes)
 
 
-def log_softmax(x: ArrayLike, axis: int = -1) -> Tensor:
+def log_softmax(x: ArrayLike, axis: Axis = -1) -> Tensor:
     """log(softmax(x)) along axis, computed without forming softmax (finite at ±1e4)."""
-    return apply(ops.log_softmax, _floating(x),
-                 axis=_axes(axis, len(_shape(x, "log_softmax")), "log_softmax"))
+    axes = _axes(axis, len(_shape(x, "log_softmax")), "log_softmax")
+    return apply(rules.log_softmax, _floating(x), axis=axes)
 
 
 def logsumexp(x: ArrayLike, axis: Axis = -1, keepdims: bool = False) -> Tensor:
     """log Σ exp(x) over axis, stable at any logit size."""
     axes = _axes(axis, len(_shape(x, "logsumexp")), "logsumexp")
-    return apply(ops.logsumexp, _floating(x), axis=axes, keepdims=bool(keepdims))
+    return apply(rules.logsumexp, _floating(x), axis=axes, keepdims=bool(keepdims))
 
 
-# --- linear algebra -----------------------------------------------------------------------------
+# --- linear algebra -------------------------------------------------------------------------
 def matmul(a: ArrayLike, b: ArrayLike) -> Tensor:
     """Matrix product with NumPy's rules: 1-D, 2-D and batched (broadcast) operands."""
     sa, sb = _shape(a, "matmul"), _shape(b, "matmul")
@@ -229,60 +183,49 @@ def matmul(a: ArrayLike, b: ArrayLike) -> Tensor:
                          f"first ({sa[-1]}) must equal the "
                          f"{'only' if len(sb) == 1 else 'second-to-last'} axis of the second "
                          f"({k})")
-    return apply(ops.matmul, a, b)
+    return apply(rules.matmul, a, b)
 
 
 def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Tensor:
     """x @ weightᵀ + bias in one recorded op (weight is (out, in), PyTorch's layout)."""
-    if type(x) is Tensor and type(weight) is Tensor and type(bias) is Tensor:  # nn.Linear
-        sx, sw, sb = x._data.shape, weight._data.shape, bias._data.shape
-        if len(sw) == 2 and sx[-1:] == sw[1:] and sb == sw[:1]:
-            return apply(ops.linear, x, weight, bias)
-    return _checked_linear(ops.linear, x, weight, bias)
-
-
-def linear_relu(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Tensor:
-    """relu(linear(x, weight, bias)) as one recorded op: what nn.Sequential records for a Linear
-    followed by a ReLU, whose pre-activation nobody sees and so needs no array of its own."""
-    if type(x) is Tensor and type(weight) is Tensor and type(bias) is Tensor:
-        sx, sw, sb = x._data.shape, weight._data.shape, bias._data.shape
-        if len(sw) == 2 and sx[-1:] == sw[1:] and sb == sw[:1]:
-            return apply(ops.linear_relu, x, weight, bias)
-    return _checked_linear(ops.linear_relu, x, weight, bias)
-
-
-def _checked_linear(op: Any, x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None) -> Tensor:
     sx, sw = _shape(x, "linear"), _shape(weight, "linear")
     if len(sw) != 2 or len(sx) == 0 or sx[-1] != sw[1]:
         raise ValueError(f"linear: input of shape {sx} and weight of shape {sw} do not fit: the "
                          f"weight must be (out_features, in_features) and the input end in "
                          f"in_features")
-    if bias is not None and _shape(bias, "linear") not in ((sw[0],), ()):
+    if bias is None:
+        return apply(rules.linear, x, weight)
+    if _shape(bias, "linear") not in ((sw[0],), ()):
         raise ValueError(f"linear: bias of shape {_shape(bias, 'linear')} does not fit weight "
                          f"of shape {sw}; it must be ({sw[0]},)")
-    if bias is None:
-        return apply(op, x, weight)
-    return apply(op, x, weight, bias)
+    return apply(rules.linear, x, weight, bias)
 
 
-# --- shape and indexing -------------------------------------------------------------------------
+# --- shape ------------------------------------------------------------------------------------
+def _shape_arg(shape: Any, name: str) -> tuple[int, ...]:
+    items = shape if isinstance(shape, (tuple, list)) else (shape,)
+    return tuple(_int(s, "shape", name) for s in items)
+
+
 def reshape(x: ArrayLike, shape: int | Sequence[int]) -> Tensor:
     """Reshape (one dimension may be -1)."""
-    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-    return apply(ops.reshape, x, shape=shape)
+    return apply(rules.reshape, x, shape=_shape_arg(shape, "reshape"))
+
+
+def flatten(x: ArrayLike) -> Tensor:
+    """The elements as one axis (a reshape)."""
+    return apply(rules.reshape, x, shape=(-1,))
 
 
 def transpose(x: ArrayLike, axes: Sequence[int] | None = None) -> Tensor:
     """Permute axes (reverse them by default), as np.transpose."""
-    nd = len(_shape(x, "transpose"))
-    if axes is None:
-        perm = tuple(range(nd))[::-1]
-    else:
-        perm = tuple(int(a) % nd if nd else int(a) for a in axes)
-        if sorted(perm) != list(range(nd)):
-            raise ValueError(f"transpose: axes {tuple(axes)} are not a permutation of the "
-                             f"{nd} axes of shape {_shape(x, 'transpose')}")
-    return apply(ops.transpose, x, axes=perm)
+    shape = _shape(x, "transpose")
+    perm = tuple(range(len(shape)))[::-1] if axes is None else tuple(
+        _one_axis(a, len(shape), "transpose") for a in axes)
+    if sorted(perm) != list(range(len(shape))):
+        raise ValueError(f"transpose: axes {axes} are not a permutation of the {len(shape)} axes "
+                         f"of shape {shape}")
+    return apply(rules.transpose, x, axes=perm)
 
 
 def swapaxes(x: ArrayLike, axis1: int, axis2: int) -> Tensor:
@@ -291,74 +234,69 @@ def swapaxes(x: ArrayLike, axis1: int, axis2: int) -> Tensor:
     perm = list(range(nd))
     i, j = _one_axis(axis1, nd, "swapaxes"), _one_axis(axis2, nd, "swapaxes")
     perm[i], perm[j] = perm[j], perm[i]
-    return apply(ops.transpose, x, axes=tuple(perm))
+    return apply(rules.transpose, x, axes=tuple(perm))
 
 
 def broadcast_to(x: ArrayLike, shape: int | Sequence[int]) -> Tensor:
     """Broadcast to shape (a read-only view); the gradient is summed back."""
-    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    return apply(ops.broadcast_to, x, shape=shape)
+    return apply(rules.broadcast_to, x, shape=_shape_arg(shape, "broadcast_to"))
 
 
 def expand_dims(x: ArrayLike, axis: int | Sequence[int]) -> Tensor:
     """Insert size-1 axes (a reshape)."""
     shape = np.expand_dims(np.empty(_shape(x, "expand_dims"), dtype=bool), axis).shape
-    return apply(ops.reshape, x, shape=shape)
+    return apply(rules.reshape, x, shape=shape)
 
 
 def squeeze(x: ArrayLike, axis: int | Sequence[int] | None = None) -> Tensor:
     """Remove size-1 axes (a reshape)."""
     shape = np.squeeze(np.empty(_shape(x, "squeeze"), dtype=bool), axis).shape
-    return apply(ops.reshape, x, shape=shape)
+    return apply(rules.reshape, x, shape=shape)
 
 
+def pad(x: ArrayLike, pad_width: Any, mode: str = "constant", constant_values: float = 0
+        ) -> Tensor:
+    """np.pad in constant mode; the gradient is the upstream without the borders."""
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is differentiable here, got {mode!r}")
+    shape = _shape(x, "pad")
+    if not shape:  # a 0-d array has no borders: np.pad returns it as it is
+        return apply(rules.reshape, x, shape=())
+    widths = np.broadcast_to(np.asarray(pad_width), (len(shape), 2))
+    if widths.dtype.kind not in "iu" or (widths < 0).any():
+        raise ValueError(f"pad: pad_width {pad_width!r} must be non-negative integers, one "
+                         f"(before, after) pair per axis of shape {shape} (or one for all)")
+    pairs = tuple((int(lo), int(hi)) for lo, hi in widths)
+    return apply(rules.pad, x, pad_width=pairs, constant_values=constant_values)
+
+
+# --- indexing and joining -----------------------------------------------------------------------
 def getitem(x: ArrayLike, index: Any) -> Tensor:
     """x[index]: basic slicing, integer-array and boolean indexing, as NumPy."""
-    if type(index) is tuple and _ints_and_slices(index):
-        idx, basic = index, True  # the common x[i, j] / x[:, 1:]: nothing to copy or check
-    elif type(index) is tuple and _integer_arrays(index):
-        idx, basic = tuple([p.copy() for p in index]), False  # logp[rows, actions], copied as below
-    else:
-        idx = _unwrap_index(index)
-        parts = idx if isinstance(idx, tuple) else (idx,)
-        basic = builtins.all(p is None or p is Ellipsis or isinstance(p, (int, np.integer,
-                                                                           slice))
-                             for p in parts)
+    idx = _own_index(index)
+    basic = True  # ints, slices, None and Ellipsis only: no element picked twice
+    for p in idx if isinstance(idx, tuple) else (idx,):
+        if not (p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice))):
+            basic = False
     try:
-        return apply(ops.getitem, x, index=idx, basic=basic)
+        return apply(rules.getitem, x, index=idx, basic=basic)
     except IndexError as e:
         raise IndexError(f"getitem: {e} (indexing a Tensor of shape "
                          f"{_shape(x, 'getitem')})") from None
 
 
-def _ints_and_slices(index: tuple[Any, ...]) -> bool:
-    for p in index:  # a loop, not all(…): this runs for every indexing of a policy's output
-        if type(p) is not int and type(p) is not slice:
-            return False
-    return True
-
-
-def _integer_arrays(index: tuple[Any, ...]) -> bool:
-    for p in index:
-        if type(p) is not np.ndarray or p.dtype.kind not in "iu":
-            return False
-    return True
-
-
-def _unwrap_index(index: Any) -> Any:
+def _own_index(index: Any) -> Any:
+    """The index with every array in it copied and frozen: the tape keeps its own, so the
+    caller may reuse theirs at once and a later write to it cannot move the gradient."""
     if isinstance(index, tuple):
-        return tuple(_unwrap_index(i) for i in index)
-    # Index arrays are copied (they are small next to the data): the tape keeps its own, so the
-    # caller may reuse theirs at once, and a later write to it cannot move the gradient.
-    if isinstance(index, Tensor):
+        return tuple([i if type(i) is int or type(i) is slice else _own_index(i) for i in index])
+    if isinstance(index, TensorBase):
         if index.dtype.kind not in "biu":
             raise IndexError(f"getitem: index Tensors must be integer or bool, got {index.dtype}")
-        return index._data.copy()
-    if isinstance(index, np.ndarray):
-        return index.copy()
-    if isinstance(index, (list, range)):
+        index = index._data
+    if isinstance(index, (np.ndarray, list, range)):
         arr = np.asarray(index)
-        return arr.astype(np.intp) if arr.size == 0 else arr  # [] indexes nothing, as NumPy
+        return _constant_array(arr.astype(np.intp) if arr.size == 0 else arr)  # []: nothing
     return index
 
 
@@ -368,7 +306,7 @@ def concatenate(seq: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     if not seq:
         raise ValueError("concatenate: need at least one array")
     nd = len(_shape(seq[0], "concatenate"))
-    return apply(ops.concatenate, *seq, axis=_one_axis(axis, nd, "concatenate"))
+    return apply(rules.concatenate, *seq, axis=_one_axis(axis, nd, "concatenate"))
 
 
 def stack(seq: Sequence[ArrayLike], axis: int = 0) -> Tensor:
@@ -376,10 +314,45 @@ def stack(seq: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     seq = list(seq)
     if not seq:
         raise ValueError("stack: need at least one array")
-    return apply(ops.stack, *seq, axis=_one_axis(axis, len(_shape(seq[0], "stack")) + 1, "stack"))
+    return apply(rules.stack, *seq, axis=_one_axis(axis, len(_shape(seq[0], "stack")) + 1, "stack"))
+
+
+def split(x: ArrayLike, indices_or_sections: int | Sequence[int], axis: int = 0
+          ) -> list[Tensor]:
+    """np.split's meaning: equal sections (a count that must divide the axis) or cut points."""
+    shape = _shape(x, "split")
+    ax = _one_axis(axis, len(shape), "split")
+    n = shape[ax]
+    if not isinstance(indices_or_sections, (int, np.integer, list, tuple, np.ndarray)):
+        raise TypeError(f"split: indices_or_sections must be a number of equal sections or a "
+                        f"sequence of cut points, got {indices_or_sections!r}")
+    if isinstance(indices_or_sections, (int, np.integer)):
+        k = _int(indices_or_sections, "sections", "split")
+        if k <= 0 or n % k:
+            raise ValueError(f"split: {k} sections do not divide axis {ax} of length {n} "
+                             f"equally; give a divisor of {n} or a list of cut points")
+        cuts = [n // k * i for i in range(1, k)]
+    else:
+        cuts = [_int(c, "cut point", "split") for c in indices_or_sections]
+    lead = (slice(None),) * ax
+    bounds = [0, *cuts, n]
+    return [getitem(x, lead + (slice(lo, hi),)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def unbind(x: ArrayLike, axis: int = 0) -> tuple[Tensor, ...]:
+    """The slices along axis, that axis removed (PyTorch's unbind)."""
+    shape = _shape(x, "unbind")
+    ax = _one_axis(axis, len(shape), "unbind")
+    return tuple(getitem(x, (slice(None),) * ax + (i,)) for i in range(shape[ax]))
 
 
 # --- not differentiable: comparisons, logic, argmax ---------------------------------------------
+def constant(fn: Any, *args: Any, name: str = "op") -> Tensor:
+    """Apply a function that is not differentiable (comparisons, argmax): never requires grad."""
+    return leaf(np.asarray(fn(*[a._data if isinstance(a, TensorBase) else operand(a, name)
+                                for a in args])))
+
+
 def _elementwise_constant(fn: Callable[..., Any], name: str) -> Callable[..., Tensor]:
     def op(*args: ArrayLike) -> Tensor:
         return constant(fn, *args, name=name)
@@ -413,22 +386,28 @@ def argmin(x: ArrayLike, axis: int | None = None) -> Tensor:
 
 
 # --- NumPy functions on Tensors (tensor.py's __array_ufunc__ / __array_function__) -------------
-NUMPY_UFUNCS: dict[Any, Callable[..., Tensor]] = {
-    np.add: add, np.subtract: subtract, np.multiply: multiply, np.divide: divide,
-    np.power: power, np.negative: negative, np.positive: lambda x: x, np.exp: exp, np.log: log,
-    np.sqrt: sqrt, np.tanh: tanh, np.absolute: abs, np.maximum: maximum, np.minimum: minimum,
-    np.matmul: matmul, np.less: less, np.less_equal: less_equal, np.greater: greater,
+NUMPY_UFUNCS: dict[Any, Callable[..., Any]] = {
+    **{row.numpy: row for row in rules.TABLE if isinstance(row.numpy, np.ufunc)},
+    np.positive: lambda x: x, np.less: less, np.less_equal: less_equal, np.greater: greater,
     np.greater_equal: greater_equal, np.equal: equal, np.not_equal: not_equal,
     np.logical_and: logical_and, np.logical_or: logical_or, np.logical_not: logical_not,
     np.bitwise_and: logical_and, np.bitwise_or: logical_or, np.invert: logical_not,
-    np.sign: sign, np.isfinite: isfinite, np.isnan: isnan,
+    np.sign: sign, np.isfinite: isfinite, np.isnan: isnan, np.matmul: matmul,
 }
 NUMPY_FUNCTIONS: dict[Any, Callable[..., Any]] = {
-    np.sum: sum, np.mean: mean, np.max: max, np.amax: max, np.min: min, np.amin: min,
-    np.reshape: reshape, np.transpose: transpose, np.swapaxes: swapaxes,
-    np.matrix_transpose: lambda x: swapaxes(x, -1, -2), np.where: where,
-    np.broadcast_to: broadcast_to, np.concatenate: concatenate, np.stack: stack,
-    np.clip: clip, np.argmax: argmax, np.argmin: argmin, np.expand_dims: expand_dims,
-    np.squeeze: squeeze, np.shape: lambda x: x.shape, np.ndim: lambda x: x.ndim,
+    np.sum: sum, np.mean: mean, np.var: var, np.std: std, np.max: max, np.amax: max,
+    np.min: min, np.amin: min, np.reshape: reshape, np.transpose: transpose,
+    np.swapaxes: swapaxes, np.matrix_transpose: lambda x: swapaxes(x, -1, -2), np.where: where,
+    np.broadcast_to: broadcast_to, np.concatenate: concatenate, np.stack: stack, np.clip: clip,
+    np.argmax: argmax, np.argmin: argmin, np.expand_dims: expand_dims, np.squeeze: squeeze,
+    np.split: split, np.pad: pad, np.shape: lambda x: x.shape, np.ndim: lambda x: x.ndim,
     np.size: lambda x: x.size, np.matmul: matmul,
+}
+# The rows whose public function is above: which NumPy function reaches each (for the test
+# that every row can be reached from NumPy).
+WRAPPED_ROWS = {
+    "sum": np.sum, "mean": np.mean, "amax": np.max, "amin": np.min, "where": np.where,
+    "clip": np.clip, "reshape": np.reshape, "transpose": np.transpose,
+    "broadcast_to": np.broadcast_to, "concatenate": np.concatenate, "stack": np.stack,
+    "pad": np.pad, "matmul": np.matmul,
 }

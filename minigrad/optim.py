@@ -1,35 +1,39 @@
 """Optimizers: `SGD` and `Adam`, each step exactly PyTorch's update rule.
 
-After `loss.backward()`, `opt.step()` changes every parameter's `.data` in place from its
-`.grad` (parameters whose grad is None are skipped), and `opt.zero_grad()` resets the grads to
-None. State is per parameter and follows `torch.optim`'s names and layout:
+After `loss.backward()`, `opt.step()` changes each parameter's `.data` in place from its `.grad`,
+and `opt.zero_grad()` resets the grads to None. A parameter is skipped while its grad is None or
+it is frozen (`requires_grad=False`), so an optimizer may be given frozen parameters and trains
+them once they are unfrozen. State is per parameter and follows `torch.optim`'s names and
+layout:
 
     {"state": {0: {"step": 3, "exp_avg": ndarray, "exp_avg_sq": ndarray}, ...},
      "param_groups": [{"lr": 0.001, "betas": (0.9, 0.999), ..., "params": [0, 1, ...]}]}
 
-which `mg.save`/`mg.load` round-trip, so a run can be checkpointed and resumed exactly.
-
-The step writes into the parameters' arrays, so it needs them writeable: the engine makes the
-arrays a tape saved read-only until `backward()` frees that tape. A step while a graph still
-holds a parameter (after `backward(retain_graph=True)`, after a forward pass that was never
-backpropagated, or while a gradient from `mg.grad` at the parameter itself is alive, since such
-a gradient is on the tape) raises RuntimeError before changing anything.
+which `mg.save`/`mg.load` round-trip, so a run can be checkpointed and resumed exactly. The
+constructors check every hyperparameter, and `load_state_dict` checks everything it is given
+before changing anything, so a bad value fails where it enters, naming its key, never at a later
+step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+import reprlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
-from minigrad import Tensor, enable_grad
-from minigrad.tensor import locked_by_a_graph
+from minigrad.modes import enable_grad
+from minigrad.tensor import Tensor
 
 __all__ = ["SGD", "Adam", "Optimizer"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+# Hyperparameters that are one finite number >= 0. They are kept as Python floats: NumPy scalars
+# are "strong" types and would promote float32 parameters' arithmetic to float64.
+_NONNEGATIVE = ("lr", "momentum", "dampening", "weight_decay", "eps")
 
 
 class Optimizer:
@@ -37,8 +41,12 @@ class Optimizer:
 
     `params` is an iterable of Tensors, or of dicts `{"params": [...], "lr": ..., ...}` (parameter
     groups with their own hyperparameters, as in PyTorch); `defaults` fills in the rest.
-    Subclasses implement `_update(p, grad, state, group)`.
+    Subclasses implement `_update(p, grad, state, group)` and may declare `_state_spec`, the
+    state they keep per parameter: {name: "count" (a whole number >= 0), "array" (an array of
+    the parameter's shape) or "array or None"}; `load_state_dict` holds entries to it.
     """
+
+    _state_spec: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         self.defaults = dict(defaults)
@@ -52,40 +60,35 @@ class Optimizer:
             self.add_param_group(group)
 
     def add_param_group(self, group: dict[str, Any]) -> None:
-        """Add a group of parameters (a dict with "params") with its own hyperparameters."""
+        """Add a group of parameters (a dict with "params") with its own hyperparameters.
+        Parameters must be leaf Tensors; frozen ones are accepted (skipped while frozen)."""
+        name = type(self).__name__
         if not isinstance(group, dict) or "params" not in group:
-            raise TypeError(f"{type(self).__name__}: a parameter group is a dict with a "
-                            f"'params' entry, got {type(group).__name__}")
+            raise TypeError(f"{name}: a parameter group is a dict with a 'params' entry, got "
+                            f"{type(group).__name__}")
         ps = group["params"]
         ps = [ps] if isinstance(ps, Tensor) else list(ps)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for i, p in enumerate(ps):
             if not isinstance(p, Tensor):
-                raise TypeError(f"{type(self).__name__}: parameter {i} is a "
-                                f"{type(p).__name__}, not a Tensor")
+                raise TypeError(f"{name}: parameter {i} is a {type(p).__name__}, not a Tensor")
             if not p.is_leaf:
-                raise ValueError(f"{type(self).__name__}: parameter {i} (shape {p.shape}) is "
-                                 f"not a leaf Tensor; optimize the leaves it was computed from")
-            if not p.requires_grad:
-                raise ValueError(f"{type(self).__name__}: parameter {i} (shape {p.shape}) "
-                                 f"does not require grad")
+                raise ValueError(f"{name}: parameter {i} (shape {p.shape}) is not a leaf "
+                                 f"Tensor; optimize the leaves it was computed from")
             if id(p) in seen:
-                raise ValueError(f"{type(self).__name__}: parameter {i} (shape {p.shape}) "
-                                 f"appears twice; each parameter may be in one group once")
+                raise ValueError(f"{name}: parameter {i} (shape {p.shape}) appears twice; "
+                                 f"each parameter may be in one group once")
             seen.add(id(p))
-        full = {**self.defaults, **group, "params": ps}
-        self._check_hyperparameters(full)
-        self.param_groups.append(full)
+        try:
+            full = {k: _hyperparameter(k, v)
+                    for k, v in {**self.defaults, **group}.items() if k != "params"}
+            self._check_group(full)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{name}: {e}") from None
+        self.param_groups.append({**full, "params": ps})
 
-    def _check_hyperparameters(self, group: dict[str, Any]) -> None:
-        # Python floats: NumPy scalars would be "strong" types and could promote float32 math.
-        for key in ("lr", "weight_decay", "momentum", "eps", "dampening"):
-            if key in group:
-                value = float(group[key])
-                if not value >= 0.0:
-                    raise ValueError(f"{type(self).__name__}: {key} must be >= 0, "
-                                     f"got {group[key]}")
-                group[key] = value
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Rules that tie a group's hyperparameters together (ValueError); none here."""
 
     # -- the step ----------------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -98,34 +101,21 @@ class Optimizer:
                     p.grad = np.zeros_like(p.grad)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Update every parameter that has a grad, in place. With `closure` (a function that
-        recomputes and backpropagates the loss) the closure runs first and its loss is returned.
-        """
+        """Update, in place, every parameter that requires grad and has a grad. With `closure`
+        (a function that recomputes and backpropagates the loss) the closure runs first and its
+        loss is returned."""
         loss = None
         if closure is not None:
             with enable_grad():
                 loss = closure()
         work = [(p, group) for group in self.param_groups for p in group["params"]
-                if p.grad is not None]
+                if p.grad is not None and p.requires_grad]
         for p, _ in work:  # check them all before changing anything
-            if not p.data.flags.writeable and not locked_by_a_graph(p.data):
-                raise RuntimeError(
-                    f"{type(self).__name__}.step: the array of a parameter of shape {p.shape} "
-                    f"is read-only, so it cannot be updated in place, and no live graph holds "
-                    f"it: it is an op's output (those stay read-only) or was read-only to begin "
-                    f"with. Give the parameter its own copy, e.g. p.data = np.array(p.data). "
-                    f"Nothing was changed.")
             if not p.data.flags.writeable:
                 raise RuntimeError(
                     f"{type(self).__name__}.step: the array of a parameter of shape {p.shape} "
-                    f"is read-only, so it cannot be updated in place. A live graph still uses "
-                    f"it: a forward pass whose backward() was never run, "
-                    f"backward(retain_graph=True), or a result of mg.grad/mg.vjp taken at a "
-                    f"Tensor that requires grad (such results stay on the tape). Run backward() "
-                    f"without retain_graph (or drop that graph, e.g. `del out`) before step(). "
-                    f"Nothing was changed. "
-                    f"(If the Tensor was made from a read-only array, give it a writeable "
-                    f"copy.)")
+                    f"is read-only, so it cannot be updated in place; give the parameter a "
+                    f"writeable copy (p.data = np.array(p.data)). Nothing was changed.")
         for p, group in work:
             state = self.state.get(p)
             if state is None:
@@ -154,60 +144,105 @@ class Optimizer:
                  for p, s in self.state.items() if p in index}
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore hyperparameters and per-parameter state from `state_dict()`'s output (also
-        after `mg.save`/`mg.load`). Raises RuntimeError, before changing anything, when the
-        groups, the parameter counts or the state's shapes do not fit this optimizer."""
-        name = type(self).__name__
-        try:
-            groups = list(state_dict["param_groups"])
-            saved_state = dict(state_dict["state"])
-        except (KeyError, TypeError):
-            raise RuntimeError(f"{name}.load_state_dict: expected a dict with 'state' and "
-                               f"'param_groups', as made by state_dict()") from None
+        after `mg.save`/`mg.load`, and with the state's indices as strings).
+
+        Everything is checked first: the number of groups and of parameters in each, every
+        hyperparameter (as the constructor checks it), and every state entry (its keys, whole
+        numbers, arrays of the parameter's shape). Any problem raises ValueError naming each
+        one by its key, and the optimizer is left unchanged."""
+        where = f"{type(self).__name__}.load_state_dict"
+        groups, saved_state = _parts(state_dict, where)
         if len(groups) != len(self.param_groups):
-            raise RuntimeError(f"{name}.load_state_dict: the state dict has {len(groups)} "
-                               f"parameter group(s), this optimizer {len(self.param_groups)}")
-        problems = []
-        params: dict[int, Tensor] = {}
-        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
-            ids = list(saved.get("params", ()))
-            if len(ids) != len(group["params"]):
-                problems.append(f"group {gi} has {len(ids)} parameters in the state dict, "
-                                f"{len(group['params'])} here")
-                continue
-            params.update({int(i): p for i, p in zip(ids, group["params"])})
-        if problems:  # the numbering is meaningless then: stop before the state
-            raise RuntimeError(f"{name}.load_state_dict: the state dict does not fit: "
-                               + "; ".join(problems))
-        new_state: dict[Tensor, dict[str, Any]] = {}
-        for key, s in saved_state.items():
-            p = params.get(int(key)) if str(key).lstrip("-").isdigit() else None
-            if p is None:
-                problems.append(f"state for parameter {key!r}, which no group lists")
-                continue
-            entry: dict[str, Any] = {}
-            for k, v in s.items():
-                if k == "step":  # an int here; PyTorch keeps a 0-d float tensor
-                    entry[k] = int(np.asarray(v).item())
-                elif isinstance(v, (np.ndarray, Tensor)) or np.ndim(v) > 0:
-                    arr = np.asarray(v)
-                    if arr.shape != p.shape:
-                        problems.append(f"parameter {key}: {k} has shape {arr.shape}, the "
-                                        f"parameter {p.shape}")
-                        continue
-                    entry[k] = np.array(arr, dtype=p.dtype, copy=True)
-                else:
-                    entry[k] = v
-            new_state[p] = entry
+            raise ValueError(f"{where}: the state dict has {len(groups)} parameter group(s), "
+                             f"this optimizer {len(self.param_groups)}")
+        problems: list[str] = []
+        index = self._numbering(groups, problems)
+        # The state is matched to parameters through the numbering, so only a sound one is used.
+        state = {} if problems else self._loaded_state(saved_state, index, problems)
+        values = [self._loaded_group(gi, saved, problems) for gi, saved in enumerate(groups)]
         if problems:
-            raise RuntimeError(f"{name}.load_state_dict: the state dict does not fit: "
-                               + "; ".join(problems))
-        for saved, group in zip(groups, self.param_groups):
-            for k, v in saved.items():
-                if k != "params":
-                    group[k] = tuple(v) if isinstance(v, list) and k == "betas" else v
-        self.state = new_state
+            raise ValueError(f"{where}: the state dict does not fit:\n  "
+                             + "\n  ".join(problems))
+        for group, new in zip(self.param_groups, values):
+            group.update(new)
+        self.state = state
+
+    def _numbering(self, groups: list[Mapping[str, Any]], problems: list[str]
+                   ) -> dict[int, Tensor]:
+        """{saved index: this optimizer's parameter}, group by group."""
+        index: dict[int, Tensor] = {}
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            ids = saved.get("params")
+            if not isinstance(ids, (list, tuple)):
+                problems.append(f"param_groups[{gi}]['params'] must be a list of parameter "
+                                f"indices, got {_show(ids)}")
+            elif len(ids) != len(group["params"]):
+                problems.append(f"param_groups[{gi}] lists {len(ids)} parameters, this "
+                                f"optimizer's group {gi} has {len(group['params'])}")
+            else:
+                for i, p in zip(ids, group["params"]):
+                    k = _index(i)
+                    if k is None or k in index:
+                        problems.append(f"param_groups[{gi}]['params']: {i!r} is not an "
+                                        f"integer index used once")
+                    else:
+                        index[k] = p
+        return index
+
+    def _loaded_group(self, gi: int, saved: Mapping[str, Any], problems: list[str]
+                      ) -> dict[str, Any]:
+        """Group gi's saved hyperparameters, checked."""
+        group = self.param_groups[gi]
+        new: dict[str, Any] = {}
+        for key, value in saved.items():
+            if key == "params":
+                continue
+            if key not in group:
+                problems.append(f"param_groups[{gi}][{key!r}]: not a hyperparameter of "
+                                f"{type(self).__name__}")
+                continue
+            try:
+                new[key] = _hyperparameter(key, value)
+            except (TypeError, ValueError) as e:
+                problems.append(f"param_groups[{gi}]: {e}")
+        try:
+            self._check_group({**group, **new})
+        except ValueError as e:
+            problems.append(f"param_groups[{gi}]: {e}")
+        return new
+
+    def _loaded_state(self, saved_state: Mapping[Any, Any], index: dict[int, Tensor],
+                      problems: list[str]) -> dict[Tensor, dict[str, Any]]:
+        new: dict[Tensor, dict[str, Any]] = {}
+        for key, entry in saved_state.items():
+            k = _index(key)
+            p = index.get(k) if k is not None else None
+            if p is None:
+                problems.append(f"state[{key!r}]: no parameter group lists a parameter {key!r}")
+            elif p in new:
+                problems.append(f"state[{key!r}]: parameter {k} has state twice")
+            elif not isinstance(entry, Mapping):
+                problems.append(f"state[{key!r}] must be a dict, got {_show(entry)}")
+            else:
+                new[p] = self._loaded_entry(f"state[{key!r}]", entry, p, problems)
+        return new
+
+    def _loaded_entry(self, where: str, entry: Mapping[Any, Any], p: Tensor,
+                      problems: list[str]) -> dict[str, Any]:
+        spec = self._state_spec
+        if spec is not None and entry and set(entry) != set(spec):
+            problems.append(f"{where} has the keys {sorted(map(str, entry))}; "
+                            f"{type(self).__name__} keeps {sorted(spec)}")
+            return {}
+        new: dict[str, Any] = {}
+        for k, v in entry.items():
+            try:
+                new[k] = _state_value(spec[k] if spec is not None else None, v, p)
+            except (TypeError, ValueError) as e:
+                problems.append(f"{where}[{k!r}]: {e}")
+        return new
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -217,6 +252,92 @@ class Optimizer:
         return "\n".join(lines) + "\n)"
 
 
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {reprlib.repr(value)}"
+
+
+def _real(value: Any) -> float | None:
+    """value as a float when it is one real number (a bool is not), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf":
+        return float(value)
+    return None
+
+
+def _hyperparameter(key: str, value: Any) -> Any:
+    """`value` checked for `key` and normalised, or TypeError/ValueError naming the key. Keys
+    without a rule here (a subclass's own) pass unchanged."""
+    if key in _NONNEGATIVE:
+        x = _real(value)
+        if x is None:
+            raise TypeError(f"{key} must be a real number, got {_show(value)}")
+        if not 0.0 <= x < math.inf:
+            raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+        return x
+    if key == "betas":
+        seq = isinstance(value, (list, tuple)) or isinstance(value, np.ndarray) and value.ndim == 1
+        pair = [_real(b) for b in value] if seq and len(value) == 2 else [None]
+        if any(b is None for b in pair):
+            raise TypeError(f"betas must be a pair of real numbers, got {_show(value)}")
+        if not all(0.0 <= b < 1.0 for b in pair):  # type: ignore[operator]
+            raise ValueError(f"betas must lie in [0, 1), got {tuple(value)}")
+        return tuple(pair)
+    if key == "nesterov":
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be a bool, got {_show(value)}")
+        return bool(value)
+    return value
+
+
+def _index(key: Any) -> int | None:
+    """A parameter's index: an int, or its decimal string (what a JSON-like tool makes of it)."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return int(key)
+    if isinstance(key, str) and key.isdecimal():
+        return int(key)
+    return None
+
+
+def _parts(state_dict: Any, where: str) -> tuple[list[Mapping[str, Any]], Mapping[Any, Any]]:
+    """The param_groups and state of an optimizer's state dict, or ValueError."""
+    groups = state_dict.get("param_groups") if isinstance(state_dict, Mapping) else None
+    state = state_dict.get("state") if isinstance(state_dict, Mapping) else None
+    if (not isinstance(groups, (list, tuple)) or not isinstance(state, Mapping)
+            or not all(isinstance(g, Mapping) for g in groups)):
+        raise ValueError(f"{where}: expected a dict with 'state' (a dict of per-parameter "
+                         f"dicts) and 'param_groups' (a list of dicts), as made by state_dict()")
+    return list(groups), state
+
+
+def _state_value(kind: str | None, value: Any, p: Tensor) -> Any:
+    """A state value checked against its kind: a whole number >= 0 ("count"), or an array of
+    p's shape, copied and cast to p's dtype ("array"; "array or None" also takes None).
+    Without a kind, array-likes are checked as arrays and anything else passes."""
+    if kind is None:
+        kind = "array" if isinstance(value, (np.ndarray, Tensor, list, tuple)) else "any"
+    if kind == "any" or (kind == "array or None" and value is None):
+        return value
+    if kind == "count":
+        x = _real(value)
+        if x is None or not (0.0 <= x < math.inf and x == int(x)):
+            raise ValueError(f"must be a whole number >= 0, got {_show(value)}")
+        return int(x)
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # whatever the conversion raises is reported with the key
+        raise ValueError(f"cannot convert {type(value).__name__} to an array ({e})") from None
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"must be an array of real numbers, got {_show(value)} of dtype "
+                         f"{arr.dtype}")
+    if arr.shape != p.shape:
+        raise ValueError(f"must be an array of the parameter's shape {p.shape}, got shape "
+                         f"{arr.shape}")
+    return np.array(arr, dtype=p.dtype, copy=True)
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, PyTorch's update:
 
@@ -224,13 +345,17 @@ class SGD(Optimizer):
     nesterov);   w ← w − lr·g.      (λ weight_decay, μ momentum, τ dampening)
     """
 
+    _state_spec: ClassVar[dict[str, str] | None] = {"momentum_buffer": "array or None"}
+
     def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0, *, dampening: float = 0.0,
                  nesterov: bool = False) -> None:
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD: nesterov needs momentum > 0 and dampening = 0")
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                   "weight_decay": weight_decay, "nesterov": nesterov})
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("nesterov needs momentum > 0 and dampening = 0")
 
     def _update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
                 group: dict[str, Any]) -> None:
@@ -255,13 +380,13 @@ class Adam(Optimizer):
     w ← w − lr/(1−β₁ᵗ) · m / (√v / √(1−β₂ᵗ) + ε).      (λ weight_decay, L2 added to the grad)
     """
 
+    _state_spec: ClassVar[dict[str, str] | None] = {
+        "step": "count", "exp_avg": "array", "exp_avg_sq": "array"}
+
     def __init__(self, params: ParamsT, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
-        b1, b2 = betas
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"Adam: betas must lie in [0, 1), got {tuple(betas)}")
-        super().__init__(params, {"lr": lr, "betas": (float(b1), float(b2)), "eps": eps,
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay})
 
     def _update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from minigrad import Tensor
+from minigrad.tensor import Tensor
 
 __all__ = ["load", "save"]
 

@@ -18,16 +18,49 @@ from typing import Any
 
 import numpy as np
 
-from minigrad.tensor import (
-    STATE,
+from minigrad.graph import (
     ArrayLike,
     ShapeMismatchError,
-    Tensor,
-    _toposort,
-    no_grad,
-    owned,
+    TensorBase,
+    freed_error,
+    leaf,
     run_backward,
 )
+from minigrad.modes import MODES, no_grad
+from minigrad.tensor import Tensor
+
+
+def toposort(root: TensorBase, stop: set[int]) -> list[TensorBase]:
+    """Tensors on root's tape that require grad, inputs before outputs: the op outputs in the
+    order of their recording numbers, each leaf (or `stop` Tensor) just before its first
+    consumer."""
+    made: list[TensorBase] = []
+    seen = {id(root)}
+    todo = [root]
+    while todo:
+        t = todo.pop()
+        if t._op is None or id(t) in stop:
+            continue
+        if t._values is None:
+            raise freed_error(t)
+        made.append(t)
+        for p in t._inputs:
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                todo.append(p)
+    if not made:
+        return [root]
+    made.sort(key=lambda t: t._seq)
+    order: list[TensorBase] = []
+    placed: set[int] = set()
+    for t in made:
+        for p in t._inputs:
+            if p is not None and (p._op is None or id(p) in stop) and id(p) not in placed:
+                placed.add(id(p))
+                order.append(p)
+        order.append(t)
+    return order
+
 
 
 class GradcheckError(RuntimeError):
@@ -38,13 +71,13 @@ class _tracing:  # noqa: N801
     """Record while f runs, and tell nested transforms that they are nested."""
 
     def __enter__(self) -> None:
-        self._prev = STATE.grad_enabled
-        STATE.grad_enabled = True
-        STATE.transform_depth += 1
+        self._prev = MODES.grad_enabled
+        MODES.grad_enabled = True
+        MODES.transform_depth += 1
 
     def __exit__(self, *exc: object) -> None:
-        STATE.grad_enabled = self._prev
-        STATE.transform_depth -= 1
+        MODES.grad_enabled = self._prev
+        MODES.transform_depth -= 1
 
 
 def _as_input(a: ArrayLike) -> Tensor:
@@ -57,17 +90,17 @@ def _as_input(a: ArrayLike) -> Tensor:
 
 def _wants_graph(originals: Sequence[Any]) -> bool:
     """Record the VJPs when nested in another transform or when an input is on a tape already."""
-    return STATE.grad_enabled and (STATE.transform_depth > 0 or any(
+    return MODES.grad_enabled and (MODES.transform_depth > 0 or any(
         isinstance(a, Tensor) and a.requires_grad for a in originals))
 
 
 def _closes_over_tape(out: Tensor, xs: Sequence[Tensor]) -> bool:
     """Does out depend on a Tensor that requires grad other than through xs (a parameter that f
     closed over)? Then its derivatives must be recorded too, or that dependence is lost."""
-    if not (STATE.grad_enabled and out.requires_grad):
+    if not (MODES.grad_enabled and out.requires_grad):
         return False
     stop = {id(x) for x in xs}
-    return any(t._op is None and id(t) not in stop for t in _toposort(out, stop))
+    return any(t._op is None and id(t) not in stop for t in toposort(out, stop))
 
 
 def _as_output(out: Any, name: str) -> Tensor:
@@ -86,9 +119,9 @@ def _sweep(out: Tensor, upstream: Any, xs: Sequence[Tensor], create: bool,
     tape when `create`, else fresh ndarrays that share memory with nothing (not the upstream,
     not each other)."""
     if not out.requires_grad:
-        return [Tensor._make(np.zeros_like(x._data)) for x in xs]
+        return [leaf(np.zeros_like(x._data)) for x in xs]
     if create and not isinstance(upstream, Tensor):
-        upstream = Tensor._make(upstream)
+        upstream = leaf(upstream)
     with _tracing() if create else no_grad():
         gs = run_backward(out, upstream, retain_graph=retain or create, inputs=xs,
                           create_graph=create)
@@ -98,9 +131,10 @@ def _sweep(out: Tensor, upstream: Any, xs: Sequence[Tensor], create: bool,
     for g, x in zip(gs, xs):
         if g is None:
             g = np.zeros_like(x._data)
-        elif not create:
-            g = owned(g, handed)
-        results.append(g if isinstance(g, Tensor) else Tensor._make(g))
+        elif not create and (g.base is not None or id(g) in handed or not g.flags.writeable):
+            g = np.array(g)  # a copy: results never alias the upstream or each other
+        handed.add(id(g))
+        results.append(g if isinstance(g, Tensor) else leaf(g))
     return results
 
 
@@ -165,7 +199,7 @@ def vjp(f: Callable[..., Any], *args: ArrayLike
     def vjp_fn(upstream: ArrayLike) -> tuple[Tensor, ...]:
         # an upstream on a tape keeps the result differentiable with respect to it too
         record = create or (isinstance(upstream, Tensor) and upstream.requires_grad
-                            and STATE.grad_enabled)
+                            and MODES.grad_enabled)
         u = upstream if isinstance(upstream, Tensor) and record else \
             np.asarray(upstream._data if isinstance(upstream, Tensor) else upstream)
         if u.shape != out.shape:
@@ -188,7 +222,7 @@ def jvp(f: Callable[..., Any], primals: Sequence[ArrayLike], tangents: Sequence[
     xs = [_as_input(p) for p in primals]
     ts: list[Any] = []
     for i, (x, t) in enumerate(zip(xs, tangents)):
-        if isinstance(t, Tensor) and t.requires_grad and STATE.grad_enabled:
+        if isinstance(t, Tensor) and t.requires_grad and MODES.grad_enabled:
             tv: Any = t  # on a tape: the result stays differentiable with respect to it
             nested = True
         else:
@@ -202,13 +236,13 @@ def jvp(f: Callable[..., Any], primals: Sequence[ArrayLike], tangents: Sequence[
     nested = nested or _closes_over_tape(out, xs)
     with _tracing():
         if not out.requires_grad:
-            return out, Tensor._make(np.zeros_like(out._data))
+            return out, leaf(np.zeros_like(out._data))
         u = Tensor(np.zeros_like(out._data), requires_grad=True)  # the VJP is linear in u
         gs = run_backward(out, u, retain_graph=True, inputs=xs, create_graph=True)
         assert gs is not None
         terms = [(g * t).sum() for g, t in zip(gs, ts) if g is not None and g.requires_grad]
     if not terms:
-        return out, Tensor._make(np.zeros_like(out._data))
+        return out, leaf(np.zeros_like(out._data))
     with _tracing():
         total = terms[0]
         for term in terms[1:]:

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minigrad as mg
-from minigrad.functions import linear_relu
 
 SEEDS = st.integers(0, 2**32 - 1)
 SMALL = hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3)
@@ -38,6 +37,12 @@ ELEMENTWISE: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any], Callabl
     ("sqrt", lambda t: t.sqrt(), lambda x: 0.5 / np.sqrt(x), lambda x: -0.25 * x ** -1.5,
      (0.3, 3.0)),
     ("reciprocal", lambda t: 1.0 / t, lambda x: -1 / x ** 2, lambda x: 2 / x ** 3, (0.3, 3.0)),
+    ("sin", lambda t: t.sin(), np.cos, lambda x: -np.sin(x), (-3.0, 3.0)),
+    ("cos", lambda t: np.cos(t), lambda x: -np.sin(x), lambda x: -np.cos(x), (-3.0, 3.0)),
+    ("log1p", lambda t: mg.log1p(t), lambda x: 1 / (1 + x), lambda x: -1 / (1 + x) ** 2,
+     (-0.7, 3.0)),
+    ("expm1", lambda t: np.expm1(t), np.exp, np.exp, (-2.0, 2.0)),
+    ("square", lambda t: mg.square(t), lambda x: 2 * x, lambda x: 2 + 0 * x, (-2.0, 2.0)),
 ]
 IDS = [e[0] for e in ELEMENTWISE]
 
@@ -72,6 +77,27 @@ def test_third_derivative_of_cube() -> None:
     assert d3.item() == pytest.approx(6.0)  # type: ignore[union-attr]
     d4 = mg.grad(mg.grad(mg.grad(mg.grad(lambda t: t ** 3))))(1.7)
     assert d4.item() == pytest.approx(0.0, abs=1e-12)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_var_and_std_hessians_are_analytic(ddof: int) -> None:
+    """var = Σ(x − m)² / (n − ddof): H = 2 (I − 11ᵀ/n) / (n − ddof); std = √var:
+    H = (H_var − ∇var ∇varᵀ / (2 var)) / (2 std)."""
+    x = np.array([0.3, -1.2, 2.0, 0.7, 1.1])
+    n = x.size
+    centering = np.eye(n) - np.ones((n, n)) / n
+    h_var = 2 * centering / (n - ddof)
+    np.testing.assert_allclose(mg.hessian(lambda t: t.var(ddof=ddof), x), h_var, atol=1e-12)
+    var = np.var(x, ddof=ddof)
+    g_var = 2 * (x - x.mean()) / (n - ddof)
+    h_std = (h_var - np.outer(g_var, g_var) / (2 * var)) / (2 * np.sqrt(var))
+    np.testing.assert_allclose(mg.hessian(lambda t: np.std(t, ddof=ddof), x), h_std,
+                               rtol=1e-10, atol=1e-12)
+    # over one axis of a batch: block diagonal, one block per row
+    xb = np.stack([x, x[::-1] * 2.0])
+    h = mg.hessian(lambda t: t.var(axis=1, ddof=ddof).sum(), xb)
+    np.testing.assert_allclose(h[0, :, 0, :], h_var, atol=1e-12)
+    np.testing.assert_array_equal(h[0, :, 1, :], 0.0)
 
 
 def softmax_np(x: np.ndarray) -> np.ndarray:
@@ -432,7 +458,8 @@ def test_custom_function_raises_when_differentiated_twice(how: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Second order through every primitive: each VJP, run on Tensors, is itself gradchecked
+# Second order: VJPs, run on Tensors, are themselves gradchecked (every row once, by the table
+# itself, in test_table.py; here the forms it does not draw: matmul ranks, index kinds, ...)
 # --------------------------------------------------------------------------------------------
 def _u(seed: int, shape: tuple[int, ...], lo: float = -2.0, hi: float = 2.0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(lo, hi, size=shape)
@@ -483,8 +510,6 @@ SECOND_ORDER: list[tuple[str, Callable[..., Any], list[np.ndarray]]] = [
     ("linear", lambda x, w, b: mg.linear(x, w, b) ** 2, [_u(45, (4, 3)), _u(46, (2, 3)),
                                                          _u(47, (2,))]),
     ("linear", lambda x, w: mg.linear(x, w).tanh(), [_u(48, (2, 2, 3)), _u(49, (2, 3))]),
-    ("linear_relu", lambda x, w, b: linear_relu(x, w, b) ** 2,
-     [_grid(55, (4, 3), 0.0), _grid(56, (2, 3), 0.0), _grid(57, (2,), 0.125)]),
     ("reshape", lambda a: a.reshape(3, 2) ** 2, [_u(45, (2, 3))]),
     ("transpose", lambda a: a.transpose(1, 0, 2) ** 2, [_u(46, (2, 3, 2))]),
     ("broadcast_to", lambda a: mg.broadcast_to(a, (2, 2, 3)) ** 2, [_u(47, (1, 3))]),
@@ -495,6 +520,20 @@ SECOND_ORDER: list[tuple[str, Callable[..., Any], list[np.ndarray]]] = [
     ("concatenate", lambda a, b: mg.concatenate([a * a, b], axis=1) ** 2,
      [_u(51, (2, 2)), _u(52, (2, 1))]),
     ("stack", lambda a, b: mg.stack([a * b, b], axis=-1) ** 2, [_u(53, (2, 2)), _u(54, (2, 2))]),
+    ("pad", lambda a: mg.pad(a * a, ((1, 0), (0, 2)), constant_values=1.0) * a.sum(),
+     [_u(58, (2, 3))]),
+    ("sin", lambda a: a.sin() * a, [_u(59, (3,))]),
+    ("cos", lambda a, b: (a * b).cos(), [_u(60, (2, 3)), _u(61, (3,))]),
+    ("log1p", lambda a: mg.log1p(a * a), [_u(62, (3,))]),
+    ("expm1", lambda a: mg.expm1(a).tanh(), [_u(63, (3,))]),
+    ("square", lambda a, b: mg.square(a - b), [_u(64, (2, 3)), _u(65, (3,))]),
+    # compositions of rows
+    ("var", lambda a: a.var(axis=0, ddof=1) * a.var(), [_u(66, (3, 2))]),
+    ("std", lambda a: a.std(axis=1, keepdims=True) * a, [_u(67, (2, 3))]),
+    ("squeeze", lambda a: mg.squeeze(a * a, 0) ** 2, [_u(68, (1, 3))]),
+    ("flatten", lambda a: (a * a).flatten() * a.flatten(), [_u(69, (2, 2))]),
+    ("split", lambda a: mg.split(a * a, [1], axis=1)[1] * a[:, :2], [_u(70, (2, 3))]),
+    ("unbind", lambda a: mg.unbind(a * a)[0] * mg.unbind(a)[1], [_u(71, (2, 3))]),
 ]
 
 
@@ -512,14 +551,6 @@ def test_every_vjp_is_itself_differentiable(prim: str, f: Callable[..., Any],
             return g[k]  # type: ignore[index]
 
         assert mg.gradcheck(gradient, [mg.tensor(a) for a in inputs]) is True
-
-
-def test_second_order_table_covers_every_primitive() -> None:
-    from minigrad import ops
-
-    # scatter_add is getitem's VJP: differentiating a getitem's gradient runs scatter_add's VJP
-    missing = {p.name for p in ops.TABLE} - {c[0] for c in SECOND_ORDER} - {"scatter_add"}
-    assert not missing, f"no second-order test for {sorted(missing)}"
 
 
 class TwoGradsForOne(mg.Function):
@@ -567,10 +598,13 @@ def test_custom_function_misuse_and_none_gradients() -> None:
     OnlyFirst.apply(a, b).sum().backward()
     np.testing.assert_array_equal(a.grad, [3.0, 4.0])
     assert b.grad is None
-    # saved arrays of a custom Function are protected like any primitive's
+    # saved arrays of a custom Function are protected like any primitive's: a write to one is
+    # refused or harmless (b.detach() shares b's memory, so the tape keeps a copy)
     c = mg.tensor([1.0, 2.0], requires_grad=True)
     y = OnlyFirst.apply(c, b.detach())
-    with pytest.raises(ValueError):
+    try:
         b.data[0] = 10.0
+    except ValueError:
+        pass
     y.sum().backward()
     np.testing.assert_array_equal(c.grad, [3.0, 4.0])

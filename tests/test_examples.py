@@ -185,7 +185,7 @@ def test_two_moons_learns(tmp_path: Path) -> None:
 @pytest.mark.slow
 @needs_gym
 def test_cartpole_solves_seeds_0_to_9(tmp_path: Path) -> None:
-    """Issue 4's bar: all of seeds 0-9 reach the 100-episode mean >= 475 within 2,000 episodes,
+    """The bar: all of seeds 0-9 reach the 100-episode mean >= 475 within 2,000 episodes,
     at a median of at most 500 episodes (about 10-20 s in all)."""
     episodes = []
     for seed in range(10):

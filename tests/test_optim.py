@@ -1,7 +1,10 @@
 """minigrad.optim: SGD and Adam against their formulas step for step (and against PyTorch where
-it is installed), in-place updates, the read-only guard, state_dict round trips."""
+it is installed), in-place updates, frozen parameters, checked hyperparameters, state_dict round
+trips and what load_state_dict refuses."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -144,34 +147,63 @@ def test_zero_grad():
     assert w.grad is None
 
 
-# --- the read-only guard ------------------------------------------------------------------------
-def test_step_refuses_parameters_a_live_graph_still_uses():
-    net = nn.Sequential(nn.Linear(3, 4, rng=0), nn.Tanh(), nn.Linear(4, 2, rng=1))
-    opt = optim.Adam(net.parameters(), lr=0.1)
-    x = np.ones((2, 3))
-    net(x).sum().backward()  # grads exist, tape freed
-    held = net(x)  # a forward whose backward never ran: the tape holds the weights
-    before = net.state_dict()
-    with pytest.raises(RuntimeError, match=r"live graph.*retain_graph"):
+# --- in place, and frozen parameters -------------------------------------------------------------
+def test_step_refuses_a_read_only_parameter_array_and_changes_nothing():
+    a = mg.tensor([1.0, 2.0], requires_grad=True)
+    frozen_array = np.ones(2)
+    frozen_array.setflags(write=False)
+    b = mg.Tensor(frozen_array, requires_grad=True)
+    if b.data.flags.writeable:
+        pytest.skip("this engine gives a Tensor made from a read-only array a writeable copy")
+    opt = optim.SGD([a, b], lr=0.1)
+    a.grad, b.grad = np.ones(2), np.ones(2)
+    with pytest.raises(RuntimeError, match=r"read-only.*np.array\(p.data\).*Nothing was changed"):
         opt.step()
-    for k, v in net.state_dict().items():  # nothing changed, not even the first parameters
-        np.testing.assert_array_equal(v, before[k])
-    assert not opt.state
-    del held
-    opt.step()  # the graph is gone: the arrays are writeable again
-    assert all(s["step"] == 1 for s in opt.state.values())
+    np.testing.assert_array_equal(a.data, [1.0, 2.0])
 
 
-def test_retain_graph_holds_the_parameters_until_the_graph_is_freed():
+def _engine_locks_a_graph_s_leaves() -> bool:
+    w = mg.tensor([1.0], requires_grad=True)
+    out = w * w
+    locked = not w.data.flags.writeable
+    del out
+    return locked
+
+
+@pytest.mark.skipif(_engine_locks_a_graph_s_leaves(),
+                    reason="this engine makes a live graph's leaves read-only")
+def test_step_updates_parameters_a_live_graph_still_holds():
     lin = nn.Linear(3, 1, rng=0)
-    opt = optim.SGD(lin.parameters(), lr=0.1)
-    loss = lin(np.ones((1, 3))).sum()
+    w0 = lin.weight.data.copy()
+    x = np.arange(6.0).reshape(2, 3)
+    loss = (lin(x) ** 2).sum()
     loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="retain_graph"):
+    first = lin.weight.grad.copy()
+    optim.SGD(lin.parameters(), lr=0.1).step()  # in place, while the graph is alive
+    np.testing.assert_allclose(lin.weight.data, w0 - 0.1 * first, rtol=1e-15)
+    lin.zero_grad()
+    loss.backward()  # still the gradient at the values the forward pass used
+    np.testing.assert_array_equal(lin.weight.grad, first)
+
+
+def test_frozen_parameters_are_skipped_and_trained_once_unfrozen():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 3)), rng.integers(0, 2, size=8)
+    for make in (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.Adam(ps)):
+        net = nn.Sequential(nn.Linear(3, 4, rng=0), nn.ReLU(), nn.Linear(4, 2, rng=1))
+        net[0].requires_grad_(False)
+        opt = make(net.parameters())  # built while the first layer is frozen: it is included
+        assert [len(g["params"]) for g in opt.param_groups] == [4]
+        frozen, head = net[0].weight.data.copy(), net[2].weight.data.copy()
+        _train(net, opt, x, y, 2)
+        net[0].weight.grad = np.ones((4, 3))  # a stale gradient does not move it either
         opt.step()
-    loss.backward()  # the second backward frees the tape
-    opt.step()
-    np.testing.assert_allclose(lin.bias.grad, [2.0])
+        np.testing.assert_array_equal(net[0].weight.data, frozen)
+        assert not np.array_equal(net[2].weight.data, head)
+        assert net[0].weight not in opt.state
+        net[0].requires_grad_(True)
+        _train(net, opt, x, y, 2)
+        assert not np.array_equal(net[0].weight.data, frozen)
 
 
 # --- state_dict / load_state_dict ---------------------------------------------------------------
@@ -248,16 +280,90 @@ def test_load_state_dict_rejects_what_does_not_fit():
     a.grad, b.grad = np.ones(2), np.ones(3)
     opt.step()
     sd = opt.state_dict()
-    with pytest.raises(RuntimeError, match=r"group 0 has 2 parameters in the state dict, 1 here$"):
+    with pytest.raises(ValueError, match=r"param_groups\[0\] lists 2 parameters, this "
+                                         r"optimizer's group 0 has 1$"):
         optim.SGD([a], lr=0.1, momentum=0.9).load_state_dict(sd)
     swapped = optim.SGD([b, a], lr=0.1, momentum=0.9)
-    with pytest.raises(RuntimeError, match=r"momentum_buffer has shape \(2,\).*\(3,\)"):
+    with pytest.raises(ValueError, match=r"state\[0\]\['momentum_buffer'\]: must be an array of "
+                                         r"the parameter's shape \(3,\), got shape \(2,\)"):
         swapped.load_state_dict(sd)
     assert not swapped.state
-    with pytest.raises(RuntimeError, match=r"has 1 parameter group\(s\), this optimizer 2"):
+    with pytest.raises(ValueError, match=r"has 1 parameter group\(s\), this optimizer 2"):
         optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1).load_state_dict(sd)
-    with pytest.raises(RuntimeError, match="'state' and 'param_groups'"):
-        opt.load_state_dict({"weights": 1})
+    for bad in ({"weights": 1}, {"state": {}, "param_groups": [1]}, [sd]):
+        with pytest.raises(ValueError, match="'state' .* and 'param_groups'"):
+            opt.load_state_dict(bad)  # type: ignore[arg-type]
+
+
+def _adam_checkpoint() -> tuple[mg.Tensor, optim.Adam, dict]:
+    p = mg.tensor(np.ones(3), requires_grad=True)
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = np.ones(3)
+    opt.step()
+    return p, opt, opt.state_dict()
+
+
+BAD_ADAM_STATE = [  # (where, key, value, what the message says)
+    ("group", "lr", "fast", r"param_groups\[0\]: lr must be a real number, got str 'fast'"),
+    ("group", "lr", -1.0, r"param_groups\[0\]: lr must be a finite number >= 0, got -1.0"),
+    ("group", "lr", float("nan"), r"lr must be a finite number >= 0, got nan"),
+    ("group", "eps", None, r"eps must be a real number, got NoneType None"),
+    ("group", "betas", [0.9], r"betas must be a pair of real numbers, got list \[0.9\]"),
+    ("group", "betas", (0.9, 1.5), r"betas must lie in \[0, 1\), got \(0.9, 1.5\)"),
+    ("group", "amsgrad", True, r"param_groups\[0\]\['amsgrad'\]: not a hyperparameter of Adam"),
+    ("state", "exp_avg", 0.0, r"state\[0\]\['exp_avg'\]: must be an array of the parameter's "
+                              r"shape \(3,\), got shape \(\)"),
+    ("state", "exp_avg", np.full(3, "x"), r"\['exp_avg'\]: must be an array of real numbers"),
+    ("state", "exp_avg_sq", np.zeros((3, 1)), r"\['exp_avg_sq'\]: .*got shape \(3, 1\)"),
+    ("state", "step", 1.5, r"state\[0\]\['step'\]: must be a whole number >= 0, got float 1.5"),
+    ("state", "step", "1", r"\['step'\]: must be a whole number >= 0, got str '1'"),
+    ("state", "momentum_buffer", np.zeros(3),
+     r"state\[0\] has the keys \['exp_avg', 'exp_avg_sq', 'momentum_buffer', 'step'\]"),
+]
+
+
+@pytest.mark.parametrize("where,key,value,message", BAD_ADAM_STATE, ids=[
+    f"{key}={type(value).__name__ if isinstance(value, np.ndarray) else repr(value)}"
+    for _, key, value, _ in BAD_ADAM_STATE])
+def test_load_state_dict_checks_every_value_and_changes_nothing(where, key, value, message):
+    p, opt, good = _adam_checkpoint()
+    bad = copy.deepcopy(good)
+    (bad["param_groups"][0] if where == "group" else bad["state"][0])[key] = value
+    fresh = optim.Adam([mg.tensor(np.ones(3), requires_grad=True)], lr=0.5)
+    with pytest.raises(ValueError, match=message):
+        fresh.load_state_dict(bad)
+    assert fresh.param_groups[0]["lr"] == 0.5 and not fresh.state  # unchanged
+    fresh.load_state_dict(good)  # and the good one still loads
+    assert fresh.param_groups[0]["lr"] == 0.1 and fresh.state
+
+
+def test_load_state_dict_reports_every_problem_at_once():
+    p, opt, sd = _adam_checkpoint()
+    sd["param_groups"][0]["lr"] = "fast"
+    sd["param_groups"][0]["betas"] = [0.9]
+    sd["state"][0]["exp_avg"] = 0.0
+    sd["state"][7] = {}
+    with pytest.raises(ValueError) as info:
+        opt.load_state_dict(sd)
+    for needle in ("['exp_avg']", "state[7]: no parameter group lists", "lr must", "betas must"):
+        assert needle in str(info.value)
+
+
+def test_load_state_dict_of_sgd_checks_its_rules():
+    w = mg.tensor(np.ones(2), requires_grad=True)
+    sd = optim.SGD([w], lr=0.1, momentum=0.9).state_dict()
+    sd["param_groups"][0]["momentum"] = 0.0
+    sd["param_groups"][0]["nesterov"] = True
+    opt = optim.SGD([w], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"param_groups\[0\]: nesterov needs momentum > 0"):
+        opt.load_state_dict(sd)
+    sd["param_groups"][0]["nesterov"] = "yes"
+    with pytest.raises(ValueError, match=r"nesterov must be a bool, got str 'yes'"):
+        opt.load_state_dict(sd)
+    sd = optim.SGD([w], lr=0.1, momentum=0.9).state_dict()
+    sd["state"] = {"0": {"momentum_buffer": None}}  # what torch saves before the first step
+    opt.load_state_dict(sd)
+    assert opt.state[w] == {"momentum_buffer": None}
 
 
 # --- construction -------------------------------------------------------------------------------
@@ -277,20 +383,31 @@ def test_constructor_checks():
     w = mg.tensor([1.0], requires_grad=True)
     with pytest.raises(ValueError, match="empty parameter list"):
         optim.Adam([])
-    with pytest.raises(ValueError, match="lr must be >= 0"):
+    with pytest.raises(ValueError, match="SGD: lr must be a finite number >= 0, got -1.0"):
         optim.SGD([w], lr=-1.0)
-    with pytest.raises(ValueError, match="betas"):
+    with pytest.raises(TypeError, match="SGD: lr must be a real number, got str 'a'"):
+        optim.SGD([w], lr="a")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Adam: lr must be a real number, got bool True"):
+        optim.Adam([w], lr=True)
+    with pytest.raises(ValueError, match="betas must lie in"):
         optim.Adam([w], betas=(0.9, 1.0))
+    with pytest.raises(TypeError, match="betas must be a pair"):
+        optim.Adam([w], betas=0.9)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Adam: weight_decay must be a real number"):
+        optim.Adam([{"params": [w], "weight_decay": "0.1"}])
     with pytest.raises(ValueError, match="not a leaf"):
         optim.SGD([w * 2], lr=0.1)
-    with pytest.raises(ValueError, match="does not require grad"):
-        optim.SGD([mg.tensor([1.0])], lr=0.1)
     with pytest.raises(ValueError, match="appears twice"):
         optim.SGD([w, w], lr=0.1)
     with pytest.raises(TypeError, match="not a Tensor"):
         optim.SGD([np.zeros(2)], lr=0.1)  # type: ignore[list-item]
     with pytest.raises(ValueError, match="nesterov"):
         optim.SGD([w], lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.SGD([{"params": [w], "dampening": 0.5}], lr=0.1, momentum=0.9, nesterov=True)
+    assert optim.SGD([mg.tensor([1.0])], lr=0.1).param_groups  # frozen parameters are accepted
+    opt = optim.Adam([w], lr=np.float32(0.5), betas=np.array([0.5, 0.75]))  # type: ignore[arg-type]
+    assert type(opt.param_groups[0]["lr"]) is float and opt.param_groups[0]["betas"] == (0.5, 0.75)
     assert "Adam" in repr(optim.Adam([w])) and "lr=0.001" in repr(optim.Adam([w]))
 
 

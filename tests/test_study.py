@@ -1,5 +1,5 @@
 """The study transforms against finite differences, custom Functions, and the tape tools on a
-small network (issue 6). Property tests run under the deterministic "ci" hypothesis profile
+small network. Property tests run under the deterministic "ci" hypothesis profile
 (tests/conftest.py); all finite differences are central and in float64."""
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from minigrad import Tensor, linear, log_softmax, relu, sigmoid, softmax, tanh
+from minigrad.functions import linear, log_softmax, softmax
+from minigrad.rules import relu, sigmoid, tanh
+from minigrad.tensor import Tensor
 
 __all__ = [
     "cross_entropy", "linear", "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid", "softmax",

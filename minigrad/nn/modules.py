@@ -1,38 +1,47 @@
 """Modules: objects that hold parameters and compute a forward pass with the engine's ops.
 
-A `Module` finds its state by looking at its own attributes, in the order they were set:
+A `Module` registers its state when an attribute is set (`Module.__setattr__`), as PyTorch does:
 
-- a leaf `Tensor` that requires grad is a *parameter* (other Tensors, such as activations
-  kept for later, are not state);
-- a `Module` is a child, walked recursively;
-- a list, tuple or dict is walked too, its items named by index or key (like PyTorch's
-  `ModuleList`/`ModuleDict`);
-- `register_buffer(name, value)` adds a *buffer*: saved in `state_dict()`, never optimized.
+- a leaf `Tensor` that requires grad becomes a *parameter*. The name stays a parameter when the
+  Tensor is frozen later (`requires_grad = False`) or replaced by another leaf Tensor or None;
+  other Tensors (activations kept for later, constants) are plain attributes;
+- a `Module` becomes a child;
+- a list, tuple or dict becomes a child container, opened at every walk (so items added later
+  count): its Modules and parameters (leaf Tensors that require grad when walked) are named by
+  index or key, like PyTorch's ModuleList, ModuleDict and ParameterList;
+- `register_buffer(name, value)` makes a *buffer*: saved in `state_dict()`, never optimized.
 
-Names are PyTorch's: a module's parameters, then its buffers, then its children's, joined
-with dots, so `Sequential(Linear(4, 16), ReLU(), Linear(16, 2))` has `0.weight, 0.bias, 2.weight,
+The values stay plain attributes in the instance's `__dict__` (reading `self.weight` costs
+nothing extra); the module keeps only their names, by kind, in registration order.
+
+Names are PyTorch's: a module's parameters, then its buffers, then each child's, joined with
+dots, so `Sequential(Linear(4, 16), ReLU(), Linear(16, 2))` has `0.weight, 0.bias, 2.weight,
 2.bias`, and `state_dict()` loads into the same `torch.nn.Sequential` unchanged.
+
+The walks are generators and plain loops that hold no reference to themselves: asking a module
+for its parameters, state or printout leaves no reference cycle behind, so `del model` frees its
+arrays at once.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal, NamedTuple, Self
 
 import numpy as np
 
-import minigrad as mg
-from minigrad import Tensor
 from minigrad.functions import linear as _linear
-from minigrad.functions import linear_relu as _linear_relu
-from minigrad.tensor import STATE as _STATE
+from minigrad.functions import log_softmax, softmax
+from minigrad.rules import relu, sigmoid, tanh
+from minigrad.tensor import Tensor
 
 __all__ = [
     "IncompatibleKeys", "Identity", "Linear", "LogSoftmax", "Module", "ReLU", "Sequential",
     "Sigmoid", "Softmax", "Tanh",
 ]
+
+Kind = Literal["param", "buffer", "module"]
 
 
 class IncompatibleKeys(NamedTuple):
@@ -42,18 +51,19 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
-_ATOMS = frozenset({bool, int, float, str, type(None)})
+class _Registry:
+    """The names under which a module holds state, by kind, each in registration order, with
+    the values last assigned to them (the module's attributes of those names)."""
 
-# zero_grad runs every training step, and on a small policy walking the module tree costs more
-# than the rest of the step's bookkeeping. So each root remembers the Tensors its walk found:
-# id(root) -> (weak reference to root, Tensors). Setting or deleting any Module's attribute
-# forgets every plan (and the references they hold). A tree that can change without that (a
-# list or dict among its attributes, a module with its own __setattr__, __delattr__ or member
-# walk) gets no plan and is walked every time.
-# A plan also keeps each module's attribute count, so an attribute added or removed behind
-# __setattr__'s back (functools.cached_property, object.__setattr__) is seen as well; only
-# replacing an existing attribute through __dict__ goes unnoticed.
-_ZERO_GRAD_PLANS: dict[int, tuple[weakref.ref[Module], list[Tensor], list[Module], list[int]]] = {}
+    __slots__ = ("buffers", "children", "params")
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.buffers: dict[str, Any] = {}
+        self.children: dict[str, Any] = {}
+
+
+_EMPTY = _Registry()  # read by modules that never had an attribute set; never written to
 
 
 class Module:
@@ -68,7 +78,8 @@ class Module:
         def forward(self, x):
             return self.head(self.body(x).tanh())
     ```
-    Calling `super().__init__()` is allowed but not required.
+    Calling `super().__init__()` is allowed but not required: the first attribute set makes
+    the registry.
     """
 
     training: bool = True
@@ -79,230 +90,163 @@ class Module:
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if _ZERO_GRAD_PLANS:
-            _ZERO_GRAD_PLANS.clear()
-        object.__setattr__(self, name, value)
-
-    def __delattr__(self, name: str) -> None:
-        if _ZERO_GRAD_PLANS:
-            _ZERO_GRAD_PLANS.clear()
-        object.__delattr__(self, name)
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
-    # -- the walk ------------------------------------------------------------------------------
-    def _members(self) -> Iterator[tuple[str, Any]]:
-        """(name, value) of what this module holds directly; Sequential overrides it."""
-        return iter(vars(self).items())
+    # -- registration --------------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        registry = _writable_registry(self)
+        kind = _kind_of(registry, name, value, type(self).__name__)
+        object.__setattr__(self, name, value)
+        for k, names in (("param", registry.params), ("buffer", registry.buffers),
+                         ("module", registry.children)):
+            if k == kind:
+                names[name] = value  # a name already of this kind keeps its place
+            else:
+                names.pop(name, None)
 
-    def _member_values(self) -> list[Any]:
-        """What _members() gives, without the names (zero_grad's walk, which runs every step)."""
-        if type(self)._members is Module._members:
-            return list(self.__dict__.values())
-        return [value for _, value in self._members()]
-
-    def _split(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]],
-                              list[tuple[str, Module]]]:
-        """This module's own parameters, its buffers and its direct children, in attribute
-        order, with lists, tuples and dicts opened up (their items named by index or key)."""
-        params: list[tuple[str, Tensor]] = []
-        children: list[tuple[str, Module]] = []
-        buffer_names: set[str] = self.__dict__.get("_buffer_names", set())
-        buffers = [(name, t) for name, t in self.__dict__.items()
-                   if name in buffer_names and isinstance(t, Tensor)]
-
-        def collect(name: str, value: Any) -> None:
-            if isinstance(value, Tensor):
-                if value.requires_grad and value.is_leaf:
-                    params.append((name, value))
-            elif isinstance(value, Module):
-                children.append((name, value))
-            elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    collect(f"{name}.{i}", item)
-            elif isinstance(value, dict):
-                for key, item in value.items():
-                    collect(f"{name}.{key}", item)
-
-        for name, value in self._members():
-            if name not in buffer_names:
-                collect(name, value)
-        return params, buffers, children
-
-    def _walk(self, name: str = "", path: tuple[int, ...] = ()
-              ) -> Iterator[tuple[str, Tensor | Module, str]]:
-        """(dotted name, Module or Tensor, "module"|"param"|"buffer") over the tree in PyTorch's
-        order: a module, its parameters, its buffers, then each child's subtree. `path` (the
-        ids of the ancestors) stops cycles."""
-        yield name, self, "module"
-        params, buffers, children = self._split()
-        dot = name + "." if name else ""
-        for key, t in params:
-            yield dot + key, t, "param"
-        for key, t in buffers:
-            yield dot + key, t, "buffer"
-        inner = path + (id(self),)
-        for key, child in children:
-            if id(child) not in inner:
-                yield from child._walk(dot + key, inner)
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+        registry = _registry(self)
+        for names in (registry.params, registry.buffers, registry.children):
+            names.pop(name, None)
 
     def register_buffer(self, name: str, value: Any) -> None:
-        """Keep `value` (a Tensor or array-like, stored as a Tensor without grad) as
+        """Keep `value` (a Tensor, or anything array-like, stored as a Tensor without grad) as
         `self.<name>`: saved in `state_dict()` but never a parameter, like running statistics.
-        Assigning a new Tensor to the attribute later keeps it a buffer."""
+        The name stays a buffer: later assignments take a Tensor or None."""
         if not isinstance(value, Tensor):
             value = Tensor(np.array(value, copy=True))
-        self.__dict__.setdefault("_buffer_names", set()).add(name)
+        registry = _writable_registry(self)
+        registry.params.pop(name, None)
+        registry.children.pop(name, None)
+        registry.buffers[name] = None
         setattr(self, name, value)
 
-    def named_modules(self) -> Iterator[tuple[str, Module]]:
-        """(name, module) for this module (named "") and every submodule, each once."""
-        seen: set[int] = set()
-        for name, m, _ in self._walk():
-            if isinstance(m, Module) and id(m) not in seen:
-                seen.add(id(m))
-                yield name, m
+    # -- the tree, walked by the module-level functions below (no attribute can shadow them) --
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, parameter) for every parameter, frozen ones included, each once."""
+        return _named(self, "param", prefix)
+
+    def parameters(self) -> Iterator[Tensor]:
+        """Every parameter, frozen ones (requires_grad=False) included, each once."""
+        for _, p in self.named_parameters():
+            yield p
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, buffer) for every buffer, each once."""
+        return _named(self, "buffer", prefix)
+
+    def buffers(self) -> Iterator[Tensor]:
+        for _, b in self.named_buffers():
+            yield b
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(name, module) for this module (named `prefix`) and every submodule, each once."""
+        return _named(self, "module", prefix)
 
     def modules(self) -> Iterator[Module]:
         for _, m in self.named_modules():
             yield m
 
-    def children(self) -> Iterator[Module]:
-        """The direct submodules."""
-        for _, m in self._split()[2]:
-            yield m
-
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
-        """(dotted name, parameter) for every Tensor that requires grad, each Tensor once."""
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """(name, module) of the direct submodules, each once; a container's are named by
+        index or key ("heads.0")."""
         seen: set[int] = set()
-        dot = prefix + "." if prefix else ""
-        for name, t, kind in self._walk():
-            if kind == "param" and isinstance(t, Tensor) and id(t) not in seen:
-                seen.add(id(t))
-                yield dot + name, t
+        for name, value, _ in _own(self):
+            if isinstance(value, Module) and id(value) not in seen:
+                seen.add(id(value))
+                yield name, value
 
-    def parameters(self) -> Iterator[Tensor]:
-        """Every parameter (a leaf Tensor that requires grad), each once."""
-        for _, p in self.named_parameters():
-            yield p
-
-    def _state_tensors(self) -> Iterator[tuple[str, Tensor]]:
-        # Like PyTorch, a tensor shared by two submodules appears under both names.
-        for name, t, _ in self._walk():
-            if isinstance(t, Tensor):
-                yield name, t
+    def children(self) -> Iterator[Module]:
+        for _, m in self.named_children():
+            yield m
 
     # -- training helpers ----------------------------------------------------------------------
     def zero_grad(self) -> None:
         """Reset every parameter's gradient to None (the next backward assigns a fresh one).
 
-        The Tensors found are remembered until a Module attribute is next set, added or
-        deleted (see _ZERO_GRAD_PLANS); replacing an existing attribute by writing into a
-        module's `__dict__` directly goes unnoticed."""
-        plan = _ZERO_GRAD_PLANS.get(id(self))
-        if plan is not None and plan[0]() is self \
-                and list(map(len, map(vars, plan[2]))) == plan[3]:  # nothing added or removed
-            for t in plan[1]:
-                t.grad = None
-            return
-        # The same tree as parameters(), walked without names.
-        tensors: list[Tensor] = []
-        plannable = _plannable(type(self))
-        todo: list[Module] = [self]
-        modules: list[Module] = [self]
-        seen = {id(self)}
+        It runs every training step, so it reads the registries in a plain loop instead of the
+        named walk."""
+        todo, seen = [self], {id(self)}
         while todo:
-            module = todo.pop()
-            stack = type(module)._member_values(module)  # a method an attribute cannot shadow
-            while stack:
-                value = stack.pop()
-                if type(value) in _ATOMS:  # most attributes: sizes, flags, names
+            registry = todo.pop().__dict__.get("_state_names", _EMPTY)
+            for p in registry.params.values():
+                if p is not None:
+                    p.grad = None
+            for name, child in registry.children.items():
+                if isinstance(child, Module):  # the common case, without _opened's generator
+                    if id(child) not in seen:
+                        seen.add(id(child))
+                        todo.append(child)
                     continue
-                if isinstance(value, Tensor):
-                    value.grad = None  # only leaves that require grad ever hold one
-                    tensors.append(value)
-                elif isinstance(value, Module):
-                    if id(value) not in seen:
+                for _, value, _ in _opened(name, child):
+                    if isinstance(value, Tensor):
+                        value.grad = None
+                    elif id(value) not in seen:
                         seen.add(id(value))
                         todo.append(value)
-                        modules.append(value)
-                        plannable = plannable and _plannable(type(value))
-                elif isinstance(value, (list, tuple)):
-                    plannable = plannable and type(value) is tuple
-                    stack.extend(value)
-                elif isinstance(value, dict):
-                    plannable = False
-                    stack.extend(value.values())
-        if plannable:
-            key = id(self)
-            _ZERO_GRAD_PLANS[key] = (weakref.ref(self, lambda ref: _forget_plan(key, ref)),
-                                     tensors, modules, list(map(len, map(vars, modules))))
 
-    def train(self, mode: bool = True) -> Module:
+    def requires_grad_(self, requires_grad: bool = True) -> Self:
+        """Set `requires_grad` on every parameter; returns self. Frozen parameters stay
+        parameters: saved, loaded, and trained by an optimizer again once unfrozen."""
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
+
+    def apply(self, fn: Callable[[Module], Any]) -> Self:
+        """Call `fn` on every submodule, then on this module (PyTorch's order: children before
+        their parent), each module once; returns self."""
+        for m in list(_post_order(self, set())):
+            fn(m)
+        return self
+
+    def train(self, mode: bool = True) -> Self:
         """Set the `training` flag of this module and every submodule; returns self."""
-        for m in self.modules():
+        for m in list(self.modules()):
             m.training = bool(mode)
         return self
 
-    def eval(self) -> Module:
+    def eval(self) -> Self:
         """`train(False)`."""
         return self.train(False)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """{dotted name: a copy of the array}, PyTorch's keys and layouts, parameters and
-        buffers alike."""
-        return {name: t.data.copy() for name, t in self._state_tensors()}
+        """{dotted name: a copy of the array}, PyTorch's keys and layouts, parameters (frozen
+        ones too) and buffers alike."""
+        return {name: t.data.copy() for name, t in _state_tensors(self)}
 
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True
                         ) -> IncompatibleKeys:
-        """Copy `state_dict`'s arrays into this module's tensors (cast to their dtype), in
-        place; an array a live graph still holds read-only is replaced instead.
+        """Copy `state_dict`'s arrays into this module's parameters and buffers (cast to their
+        dtype), in place, so references to their arrays stay valid; a read-only array is
+        replaced instead.
 
-        Nothing changes unless everything fits: a shape mismatch, and with `strict` a missing or
-        unexpected key, raises RuntimeError listing every problem at once. Values may be
-        ndarrays, Tensors or anything `np.asarray` takes (a CPU `torch.Tensor`).
+        Nothing changes unless everything fits: a value that is not an array of real numbers,
+        a shape mismatch, and with `strict` a missing or unexpected key, raise RuntimeError
+        listing every problem at once. Values may be ndarrays, Tensors or anything
+        `np.asarray` takes (a CPU `torch.Tensor`).
         """
-        if not isinstance(state_dict, dict):
+        if not isinstance(state_dict, Mapping):
             raise TypeError(f"load_state_dict: expected a dict of arrays, got "
                             f"{type(state_dict).__name__}")
-        own = dict(self._state_tensors())
+        own = dict(_state_tensors(self))
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        mismatched: list[str] = []
-        new: dict[str, np.ndarray] = {}
-        for name, t in own.items():
-            if name not in state_dict:
-                continue
-            try:
-                value = np.asarray(state_dict[name])
-            except Exception as e:  # reported below, with the key
-                mismatched.append(f"{name}: cannot convert {type(state_dict[name]).__name__} "
-                                  f"to an array ({e})")
-                continue
-            if value.shape != t.shape:
-                mismatched.append(f"{name}: checkpoint shape {value.shape}, "
-                                  f"module shape {t.shape}")
-            elif value.dtype.kind not in "biuf":
-                mismatched.append(f"{name}: checkpoint dtype {value.dtype} is not numeric")
-            else:
-                new[name] = value
-        if mismatched or (strict and (missing or unexpected)):
+        new, problems = _arrays_to_load(own, state_dict)
+        if problems or (strict and (missing or unexpected)):
             lines = [f"load_state_dict: the state dict does not fit {type(self).__name__}:"]
-            if strict and missing:
-                lines.append("  missing keys: " + ", ".join(missing))
-            if strict and unexpected:
-                lines.append("  unexpected keys: " + ", ".join(map(str, unexpected)))
-            if mismatched:
-                lines.append("  shape mismatches: " + "; ".join(mismatched))
+            if strict:
+                lines += [f"  {heading}: " + ", ".join(map(str, keys)) for heading, keys in
+                          (("missing keys", missing), ("unexpected keys", unexpected)) if keys]
+            lines += [f"  {heading}: " + "; ".join(items) for heading, items in problems.items()]
             raise RuntimeError("\n".join(lines))
         for name, value in new.items():
             t = own[name]
-            if t.data.flags.writeable:  # in place, as PyTorch: references to .data stay valid
+            if t.data.flags.writeable:
                 np.copyto(t.data, value, casting="unsafe")
-            else:  # a live graph holds the old array read-only: keep it for that graph
+            else:
                 t.data = np.array(value, dtype=t.dtype, copy=True)
         return IncompatibleKeys(missing, unexpected)
 
@@ -311,7 +255,7 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        children = self._split()[2]
+        children = [(name, m) for name, m, _ in _own(self) if isinstance(m, Module)]
         if not children:
             return f"{type(self).__name__}({self.extra_repr()})"
         body = "".join(f"\n  ({name}): " + repr(m).replace("\n", "\n  ")
@@ -319,19 +263,137 @@ class Module:
         return f"{type(self).__name__}({body}\n)"
 
 
-def _plannable(cls: type[Module]) -> bool:
-    """Can every change to this module's members be seen by Module.__setattr__/__delattr__?"""
-    return (cls.__setattr__ is Module.__setattr__ and cls.__delattr__ is Module.__delattr__
-            and ((cls._member_values is Sequential._member_values
-                  and cls._members is Sequential._members)
-                 or (cls._member_values is Module._member_values
-                     and cls._members is Module._members)))
+def _registry(module: Module) -> _Registry:
+    return module.__dict__.get("_state_names", _EMPTY)
 
 
-def _forget_plan(key: int, ref: weakref.ref[Module]) -> None:
-    plan = _ZERO_GRAD_PLANS.get(key)
-    if plan is not None and plan[0] is ref:
-        del _ZERO_GRAD_PLANS[key]
+def _writable_registry(module: Module) -> _Registry:
+    """The module's registry, made on first use: subclasses need not call super().__init__()."""
+    registry = module.__dict__.get("_state_names")
+    if registry is None:
+        registry = module.__dict__["_state_names"] = _Registry()
+    return registry
+
+
+def _own(module: Module) -> Iterator[tuple[str, Module | Tensor, Kind]]:
+    """(name, value, kind) of what a module holds directly, in PyTorch's order: its
+    parameters, its buffers, then its children, containers opened. The names are copied first,
+    so a caller may change the module while it walks."""
+    d, registry = module.__dict__, _registry(module)
+    for name in tuple(registry.params):
+        if isinstance(value := d.get(name), Tensor):
+            yield name, value, "param"
+    for name in tuple(registry.buffers):
+        if isinstance(value := d.get(name), Tensor):
+            yield name, value, "buffer"
+    for name in tuple(registry.children):
+        yield from _opened(name, d.get(name))
+
+
+def _walk(module: Module, prefix: str = "", path: tuple[int, ...] = ()
+          ) -> Iterator[tuple[str, Module | Tensor, Kind]]:
+    """(dotted name, value, kind) over the tree in PyTorch's order: the module, its parameters
+    and buffers, then each child's subtree. A module shared by two parents is walked under both
+    names; one already on the path from the root (a cycle) is not entered again."""
+    yield prefix, module, "module"
+    dot = prefix + "." if prefix else ""
+    path = path + (id(module),)
+    for name, value, kind in _own(module):
+        if not isinstance(value, Module):
+            yield dot + name, value, kind
+        elif id(value) not in path:
+            yield from _walk(value, dot + name, path)
+
+
+def _named(module: Module, kind: Kind, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(dotted name, value) of each value of this kind in the tree, each object once."""
+    seen: set[int] = set()
+    for name, value, k in _walk(module, prefix):
+        if k == kind and id(value) not in seen:
+            seen.add(id(value))
+            yield name, value
+
+
+def _state_tensors(module: Module) -> Iterator[tuple[str, Tensor]]:
+    # Like PyTorch, a Tensor shared by two submodules appears under both names.
+    for name, value, kind in _walk(module):
+        if kind != "module" and isinstance(value, Tensor):
+            yield name, value
+
+
+def _kind_of(registry: _Registry, name: str, value: Any, owner: str) -> Kind | None:
+    """What `owner.name = value` registers. A parameter's name keeps taking a leaf Tensor or
+    None and a buffer's a Tensor or None (anything else is refused, as PyTorch does, rather
+    than silently dropped from the state); for any other name the value decides."""
+    if name in registry.buffers:
+        if value is None or isinstance(value, Tensor):
+            return "buffer"
+        raise TypeError(f"{owner}.{name} is a buffer: assign a Tensor or None, got "
+                        f"{type(value).__name__}")
+    if name in registry.params:
+        if value is None or isinstance(value, Tensor) and value.is_leaf:
+            return "param"
+        what = ("a Tensor computed by ops (not a leaf)" if isinstance(value, Tensor)
+                else type(value).__name__)
+        raise TypeError(f"{owner}.{name} is a parameter: assign a leaf Tensor or None, got "
+                        f"{what}; delete the attribute first to use the name otherwise")
+    if isinstance(value, Tensor) and value.is_leaf and value.requires_grad:
+        return "param"
+    if isinstance(value, (Module, list, tuple, dict)):
+        return "module"
+    return None
+
+
+def _opened(name: str, value: Any) -> Iterator[tuple[str, Module | Tensor, Kind]]:
+    """What a child holds: the Module itself, or a container's Modules and parameters (leaf
+    Tensors that require grad), named by index or key, opened recursively."""
+    if isinstance(value, Module):
+        yield name, value, "module"
+    elif isinstance(value, Tensor):
+        if value.is_leaf and value.requires_grad:
+            yield name, value, "param"
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _opened(f"{name}.{i}", item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _opened(f"{name}.{key}", item)
+
+
+def _post_order(module: Module, seen: set[int]) -> Iterator[Module]:
+    seen.add(id(module))
+    for child in module.children():
+        if id(child) not in seen:
+            yield from _post_order(child, seen)
+    yield module
+
+
+def _arrays_to_load(own: dict[str, Tensor], state_dict: Mapping[str, Any]
+                    ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """The arrays to copy into `own`'s Tensors, and the problems found under their headings
+    (only headings with problems)."""
+    new: dict[str, np.ndarray] = {}
+    not_arrays: list[str] = []
+    shapes: list[str] = []
+    for name, t in own.items():
+        if name not in state_dict:
+            continue
+        raw = state_dict[name]
+        try:
+            value = np.asarray(raw)
+        except Exception as e:  # whatever the conversion raises is reported with the key
+            not_arrays.append(f"{name}: cannot convert {type(raw).__name__} to an array ({e})")
+            continue
+        if value.dtype.kind not in "biuf":
+            not_arrays.append(f"{name}: {type(raw).__name__} of dtype {value.dtype} does not "
+                              f"hold real numbers")
+        elif value.shape != t.shape:
+            shapes.append(f"{name}: checkpoint shape {value.shape}, module shape {t.shape}")
+        else:
+            new[name] = value
+    headed = {"values that are not arrays of real numbers": not_arrays,
+              "shape mismatches": shapes}
+    return new, {heading: items for heading, items in headed.items() if items}
 
 
 def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -378,17 +440,9 @@ class Linear(Module):
             self._restate(x)
             raise
 
-    def _forward_relu(self, x: Any) -> Tensor:
-        """relu(self(x)) as one recorded op (Sequential's Linear → ReLU)."""
-        try:
-            return _linear_relu(x, self.weight, self.bias)
-        except ValueError:
-            self._restate(x)
-            raise
-
     def _restate(self, x: Any) -> None:
         """A shape error said in this module's terms, when the input is what does not fit."""
-        shape = x._data.shape if isinstance(x, Tensor) else np.shape(x)
+        shape = x.shape if isinstance(x, Tensor) else np.shape(x)
         if shape[-1:] != (self.in_features,):
             raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of "
                              f"shape {shape} must end in in_features={self.in_features}"
@@ -400,7 +454,8 @@ class Linear(Module):
 
 
 class Sequential(Module):
-    """Modules applied in order; the i-th is named "i" (its parameters "i.weight", …)."""
+    """Modules applied in order. The i-th is the child "i" (its parameters "i.weight", …);
+    as in PyTorch, `forward` calls every child Module in the order they were set."""
 
     def __init__(self, *modules: Module) -> None:
         for i, m in enumerate(modules):
@@ -408,34 +463,18 @@ class Sequential(Module):
                 raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a "
                                 f"Module (wrap functions in a Module)")
         self.training = True
-        self.layers: tuple[Module, ...] = tuple(modules)
+        for i, m in enumerate(modules):
+            setattr(self, str(i), m)
 
-    def _members(self) -> Iterator[tuple[str, Any]]:
-        return ((str(i), m) for i, m in enumerate(self.layers))
-
-    def _member_values(self) -> list[Any]:
-        if type(self)._members is not Sequential._members:  # a subclass adds members
-            return [value for _, value in self._members()]
-        return [self.layers]  # the container itself, so zero_grad sees when it is a list
+    @property
+    def layers(self) -> tuple[Module, ...]:
+        """The child Modules, in order."""
+        d = self.__dict__
+        return tuple(m for m in map(d.get, _registry(self).children) if isinstance(m, Module))
 
     def forward(self, x: Any) -> Any:
-        layers = self.layers
-        if (type(layers) is not tuple and type(layers) is not list) or not _fusable():
-            for m in layers:
-                x = m(x)
-            return x
-        i, n = 0, len(layers)
-        while i < n:
-            m = layers[i]
-            # A Linear then a ReLU, both as the library defines them, run as one recorded op:
-            # the pre-activation never leaves this loop, so it needs no array of its own.
-            if type(m) is Linear and i + 1 < n and type(layers[i + 1]) is ReLU \
-                    and "forward" not in m.__dict__ and "forward" not in layers[i + 1].__dict__:
-                x = m._forward_relu(x)
-                i += 2
-            else:
-                x = m(x)
-                i += 1
+        for m in self.layers:
+            x = m(x)
         return x
 
     def __len__(self) -> int:
@@ -454,21 +493,21 @@ class ReLU(Module):
     """y = max(x, 0)."""
 
     def forward(self, x: Any) -> Tensor:
-        return mg.relu(x)
+        return relu(x)
 
 
 class Tanh(Module):
     """y = tanh x."""
 
     def forward(self, x: Any) -> Tensor:
-        return mg.tanh(x)
+        return tanh(x)
 
 
 class Sigmoid(Module):
     """y = 1 / (1 + e⁻ˣ)."""
 
     def forward(self, x: Any) -> Tensor:
-        return mg.sigmoid(x)
+        return sigmoid(x)
 
 
 class Identity(Module):
@@ -486,7 +525,7 @@ class Softmax(Module):
         self.axis = axis
 
     def forward(self, x: Any) -> Tensor:
-        return mg.softmax(x, self.axis)
+        return softmax(x, self.axis)
 
     def extra_repr(self) -> str:
         return f"axis={self.axis}"
@@ -496,17 +535,4 @@ class LogSoftmax(Softmax):
     """y = x − log Σ eˣ along `axis`."""
 
     def forward(self, x: Any) -> Tensor:
-        return mg.log_softmax(x, self.axis)
-
-
-_CALL, _LINEAR_FORWARD, _RELU_FORWARD = Module.__call__, Linear.forward, ReLU.forward
-_RELU = mg.relu
-
-
-def _fusable() -> bool:
-    """Linear → ReLU may run as linear_relu: the library's own calls are in place (nothing
-    patched or spied on at class level), and detect_anomaly is off (it checks each op's output,
-    and the relu would hide a pre-activation's −inf)."""
-    return (Linear.__call__ is _CALL and ReLU.__call__ is _CALL and mg.relu is _RELU
-            and Linear.forward is _LINEAR_FORWARD and ReLU.forward is _RELU_FORWARD
-            and not _STATE.anomaly)
+        return log_softmax(x, self.axis)

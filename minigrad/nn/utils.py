@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from minigrad import Tensor
+from minigrad.tensor import Tensor
 
 __all__ = ["clip_grad_norm_"]
 

@@ -1,0 +1,136 @@
+"""Named kernels: code that exists only for speed, each equal to a plain rule of rules.py.
+
+The engine reads the rules; a row may name a kernel here that computes the same values faster
+(differing at most in the last bits, where a sum is taken in another order). Each kernel's
+docstring names the plain expression it equals, and tests/test_kernels.py checks it against that
+expression on edge values. `MINIGRAD_KERNELS=plain` in the environment (read at import) turns
+every kernel off: the engine then runs the rules alone. What each kernel buys is measured in
+benchmarks/RESULTS.md.
+
+This module depends on NumPy only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+ENABLED = os.environ.get("MINIGRAD_KERNELS", "").strip().lower() != "plain"
+
+# ndarray.dot skips matmul's gufunc set-up, which dominates a policy's tiny products; but it
+# zeroes its output before BLAS writes it, a pass that shows on activation-sized results.
+_SMALL_RESULT = 4096
+
+
+def linear(x: Any, w: Any, b: Any = None) -> Any:
+    """= rules.linear's forward, x @ wᵀ + b: small products through ndarray.dot, and the bias
+    added into the product's own fresh array (one activation-sized temporary less)."""
+    if x.ndim == 2 and len(x) * len(w) <= _SMALL_RESULT and type(x) is type(w) is np.ndarray:
+        y = x.dot(w.T)
+    else:
+        y = x @ w.mT
+    if b is not None and type(b) is np.ndarray and b.dtype is y.dtype and type(y) is np.ndarray:
+        y += b
+        return y
+    return y if b is None else y + b
+
+
+def linear_vjp_x(g: Any, y: Any, x: Any, w: Any, b: Any = None) -> Any:
+    """= rules.linear's x̄ = ḡ W: a small product of ndarrays through ndarray.dot."""
+    if g.ndim == 2 and len(g) * w.shape[1] <= _SMALL_RESULT and type(g) is type(w) is np.ndarray:
+        return g.dot(w)
+    return g @ w
+
+
+def linear_vjp_w(g: Any, y: Any, x: Any, w: Any, b: Any = None) -> Any:
+    """= rules.linear's W̄ = ḡᵀ x over all rows: for 2-D ndarrays and a small W, ndarray.dot."""
+    if g.ndim == 2 and w.size <= _SMALL_RESULT and type(g) is type(x) is np.ndarray:
+        return g.T.dot(x)
+    rows = math.prod(g.shape[:-1])
+    return g.reshape((rows, g.shape[-1])).mT @ x.reshape((rows, x.shape[-1]))
+
+
+def _reduce_last(ufunc: Any, x: np.ndarray, axis: tuple[int, ...], initial: Any = None) -> Any:
+    """= ufunc.reduce(x, axis, keepdims=True, initial=initial). Along a short last axis of many
+    rows (a batch of a policy's few logits) one elementwise call per column instead: NumPy's
+    reduction pays per row there. None where that does not apply."""
+    k = x.shape[-1] if x.ndim else 0
+    if not (1 < k <= 4 and x.size >= 64 and axis == (x.ndim - 1,)):
+        return ufunc.reduce(x, axis=axis, keepdims=True, initial=initial) \
+            if initial is not None else ufunc.reduce(x, axis=axis, keepdims=True)
+    r = ufunc(x[..., :1], x[..., 1:2])
+    for j in range(2, k):
+        ufunc(r, x[..., j:j + 1], out=r)
+    return r
+
+
+def softmax(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """= rules.softmax's forward, e / Σ e with e = exp(x − max x): the reductions of a short
+    last axis taken column by column (_reduce_last), the division in place."""
+    e = np.exp(x - _reduce_last(np.maximum, x, axis, -np.inf))
+    e /= _reduce_last(np.add, e, axis)
+    return e
+
+
+def log_softmax(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """= rules.log_softmax's forward, z − log1p((k − 1) + Σ_{z<0} e^z) with z = x − max x and
+    k the count of maxima: a few logits in Python floats (_log_softmax_rows), the reductions of
+    a short last axis of many rows taken column by column."""
+    if 0 < x.size <= 16 and axis == (x.ndim - 1,) and x.dtype.char in "fd":
+        y = _log_softmax_rows(x)
+        if y is not None:
+            return y
+    if x.size == 0:
+        return x.copy()
+    z = x - _reduce_last(np.maximum, x, axis)
+    top = z == 0
+    e = np.where(top, 0.0, np.exp(z))
+    extra = _reduce_last(np.add, top.astype(z.dtype), axis)
+    extra -= 1  # maxima beyond the first: exact small integers, added before the tiny rest
+    z -= np.log1p(extra + _reduce_last(np.add, e, axis))
+    return z
+
+
+def _log_softmax_rows(x: np.ndarray) -> np.ndarray | None:
+    """log_softmax over the last axis in Python floats, where each NumPy call on a few logits
+    costs more than the arithmetic; the same steps as the rule, so the same digits. None for a
+    row with inf or NaN, which the NumPy path handles (with its warnings and errstate)."""
+    n = x.shape[-1]
+    flat = x.ravel().tolist()  # row-major whatever the layout: each row's logits in turn
+    out = []
+    for i in range(0, len(flat), n):
+        row = flat[i:i + n]
+        m = max(row)
+        if not -math.inf < m < math.inf:  # ±inf or NaN: left to the NumPy path
+            return None
+        rest, extra = 0.0, -1.0  # Σ e^(v−m) below the maximum; maxima beyond the first
+        for v in row:
+            if v == m:
+                extra += 1.0
+            else:
+                rest += math.exp(v - m)
+        if not 0.0 <= rest < math.inf:  # a NaN below the maximum
+            return None
+        log_s = math.log1p(extra + rest)
+        out += [(v - m) - log_s for v in row]
+    y = np.empty(x.shape, dtype=x.dtype.char)  # native byte order, as NumPy's results have
+    y.ravel()[:] = out
+    return y
+
+
+_MANY_ROWS = 16  # below this NumPy's own reduction is as fast
+
+
+def sum_leading(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """= graph.sum_to(g, shape) when only leading axes were added (a bias's gradient): the
+    product 1ᵀg, which BLAS runs faster than NumPy's row-by-row reduction over a leading axis
+    of a C-ordered g (no less accurate there; a Fortran-ordered g is left to NumPy, whose
+    pairwise sum is more accurate). None where that does not apply."""
+    if g.ndim < 2 or len(g) < _MANY_ROWS or len(shape) != 1 or g.shape[-1:] != shape \
+            or type(g) is not np.ndarray or g.dtype.char not in "fd" or not g.flags.c_contiguous:
+        return None
+    rows = g.reshape((-1, shape[0])) if g.ndim > 2 else g
+    return np.ones(len(rows), dtype=g.dtype).dot(rows)  # type: ignore[no-any-return]

@@ -1,0 +1,142 @@
+"""Grad mode and anomaly mode: switches that belong to the thread that sets them.
+
+Each thread has its own copy of the switches (as in PyTorch): a `no_grad` block or a
+`backward()` in one thread never changes what another thread records.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import linecache
+import os
+import sys
+import threading
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+import numpy as np
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Modes(threading.local):
+    """Per-thread switches; the class attributes are every new thread's starting values."""
+
+    grad_enabled: bool = True
+    anomaly: bool = False
+    transform_depth: int = 0  # > 0 while a functional transform traces a function
+    vjp_of: str | None = None  # under anomaly, while recording a VJP: the op it belongs to
+
+
+MODES = _Modes()
+
+
+def is_grad_enabled() -> bool:
+    """Whether ops on Tensors that require grad are recorded in this thread."""
+    return MODES.grad_enabled
+
+
+class _GradMode:
+    """A context manager and decorator that sets this thread's grad mode to `_enabled`.
+    As a decorator it also covers a generator function's body, each time it resumes."""
+
+    _enabled: bool
+
+    def __enter__(self) -> None:
+        self._prev = MODES.grad_enabled
+        MODES.grad_enabled = self._enabled
+
+    def __exit__(self, *exc: object) -> None:
+        MODES.grad_enabled = self._prev
+
+    def __call__(self, fn: F) -> F:
+        enabled = self._enabled
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                return (yield from _in_mode(fn(*args, **kwargs), enabled))
+            return generator  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            with type(self)():
+                return fn(*args, **kwargs)
+        return wrapped  # type: ignore[return-value]
+
+
+def _in_mode(gen: Generator[Any, Any, Any], enabled: bool) -> Generator[Any, Any, Any]:
+    """Run gen with grad mode `enabled` while it runs, the caller's mode while it is paused;
+    what the caller sends, throws or closes reaches gen under that mode too."""
+    resume: Callable[..., Any] = gen.send
+    arg: Any = None
+    while True:
+        prev, MODES.grad_enabled = MODES.grad_enabled, enabled
+        try:
+            item = resume(arg)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            MODES.grad_enabled = prev
+        try:
+            arg, resume = (yield item), gen.send
+        except GeneratorExit:
+            prev, MODES.grad_enabled = MODES.grad_enabled, enabled
+            try:
+                gen.close()
+            finally:
+                MODES.grad_enabled = prev
+            raise
+        except BaseException as e:  # noqa: BLE001  (thrown in by the caller: gen's to handle)
+            arg, resume = e, gen.throw
+
+
+class no_grad(_GradMode):  # noqa: N801  (PyTorch's name)
+    """Nothing inside is recorded (in this thread)."""
+
+    _enabled = False
+
+
+class enable_grad(_GradMode):  # noqa: N801
+    """Record even inside `no_grad` (in this thread)."""
+
+    _enabled = True
+
+
+class detect_anomaly:  # noqa: N801  (PyTorch's name)
+    """Inside (in this thread): each op remembers the user-code line that made it, and the first
+    op whose forward output or VJP result holds NaN or Inf raises RuntimeError naming the op,
+    the shapes and that line. Outside it costs one flag read per op."""
+
+    def __enter__(self) -> detect_anomaly:
+        self._prev = MODES.anomaly
+        MODES.anomaly = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        MODES.anomaly = self._prev
+
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_site() -> str:
+    """File:line and source of the innermost frame outside minigrad itself."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PKG_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "<unknown>"
+    src = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}: {src}"
+
+
+def check_finite(arr: Any, what: str, site: str | None, shapes: str) -> None:
+    """Under detect_anomaly: raise if arr holds NaN or Inf, naming what made it and where."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        bad = "NaN" if np.isnan(arr).any() else "Inf"
+        where = site or ("a line not recorded (the forward pass ran outside detect_anomaly(); "
+                         "run it inside the block to see where)")
+        raise RuntimeError(f"detect_anomaly: {what} produced {bad} (input shapes {shapes}, "
+                           f"output shape {arr.shape}); the op was created at {where}")
