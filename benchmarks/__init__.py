@@ -1,4 +1,4 @@
-"""minigrad's benchmark suite (issue 5): the engine against a hand-written NumPy floor and PyTorch.
+"""minigrad's benchmark suite: the engine against a hand-written NumPy floor and PyTorch.
 
 Run from the repository root:  python -m benchmarks [--quick] [--only W1,W4] [--full]
 [--check] [--json PATH] [--markdown PATH].  See benchmarks/RESULTS.md for the latest table.

@@ -6,6 +6,8 @@
     python -m benchmarks --quick          smoke run: 3 tiny repeats, short W5 chains, no W6
     python -m benchmarks --check          first assert every implementation's gradients agree
     python -m benchmarks --json out.json --markdown out.md
+    python -m benchmarks --against HEAD   minigrad at a git revision against the working tree:
+                                          see benchmarks/against.py (--against HEAD --help)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 5's targets, checked against one run's rows, and the markdown tables."""
+"""The performance targets, checked against one run's rows, and the markdown tables."""
 
 from __future__ import annotations
 
