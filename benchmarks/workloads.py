@@ -508,8 +508,8 @@ def _flag_read(n: int) -> str:
 
 def w7(quick: bool) -> list[Variant]:
     """W0's step twice: as is, and inside mg.detect_anomaly(). Outside the block an op pays one
-    flag read (the anomaly switch), timed here on its own; inside, every op records its creating line
-    and checks its output and VJP results for NaN/Inf."""
+    flag read (the anomaly switch), timed here on its own; inside, every op records its
+    creating line and checks its output and VJP results for NaN/Inf."""
     x0 = np.array([0.1, -0.2, 0.3, -0.4])
     flag_read = _flag_read(200_000 if not quick else 2_000)
     variants = []

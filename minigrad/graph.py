@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from minigrad.tensor import Tensor
 
 ArrayLike = Union["TensorBase", np.ndarray, float, int, bool, np.generic, Sequence[Any]]
-_SCALARS = (float, int, bool, np.generic)
+_SCALARS = (float, int, bool, complex, np.generic)
 _REFUSED_KINDS = "OSUVMm"  # objects, strings, raw bytes, dates: not numbers
 
 
@@ -242,7 +242,8 @@ def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
         raise kind(f"{op.name}: {e} (input shapes {_shapes(values)})") from None
     if type(ans) is not np.ndarray:
         ans = np.asarray(ans)
-    if modes.anomaly:
+    anomaly = modes.anomaly
+    if anomaly:
         _check_forward(op, ans, values)
     if not record:
         return leaf(ans)
@@ -260,7 +261,7 @@ def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
     t._lease = Lease(locked) if locked else None
     t._retains = False
     t._seq = _next_seq()
-    if modes.anomaly:
+    if anomaly:
         t._site = user_site()
     return t  # type: ignore[return-value]
 
@@ -402,7 +403,7 @@ def run_backward(root: TensorBase, upstream: Any, retain_graph: bool = False,
             if not retain_graph:
                 if t._lease:
                     release(t._lease)
-                t._inputs = t._values = t._ans = t._params = None
+                t._inputs = t._values = None  # what holds memory; _values None: freed
     finally:
         MODES.grad_enabled = prev_mode
     return None if inputs is None else [found.get(id(t)) for t in inputs]

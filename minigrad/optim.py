@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from minigrad.modes import enable_grad
+from minigrad.readonly import locked_by_a_graph
 from minigrad.tensor import Tensor
 
 __all__ = ["SGD", "Adam", "Optimizer"]
@@ -112,10 +113,13 @@ class Optimizer:
                 if p.grad is not None and p.requires_grad]
         for p, _ in work:  # check them all before changing anything
             if not p.data.flags.writeable:
+                why = ("a graph that is still alive saved it: run backward() first (it frees "
+                       "the graph) or drop the graph" if locked_by_a_graph(p.data) else
+                       "give the parameter a writeable copy (p.data = np.array(p.data))")
                 raise RuntimeError(
                     f"{type(self).__name__}.step: the array of a parameter of shape {p.shape} "
-                    f"is read-only, so it cannot be updated in place; give the parameter a "
-                    f"writeable copy (p.data = np.array(p.data)). Nothing was changed.")
+                    f"is read-only, so it cannot be updated in place; {why}. Nothing was "
+                    f"changed.")
         for p, group in work:
             state = self.state.get(p)
             if state is None:
