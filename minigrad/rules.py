@@ -145,7 +145,7 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@primitive(lambda g, y, x: g * (y > 0).astype(g.dtype), reads="y")
+@primitive(lambda g, y, x: g * (y > 0), reads="y")
 def relu(x):
     """y = max(x, 0);  x̄ = ḡ·[x > 0]   (relu'(0) = 0)"""
     return np.maximum(x, 0)
