@@ -130,6 +130,7 @@ def _walk(root: Tensor, caller: str) -> list[Tensor]:
 def _saved(node: Tensor) -> list[Any]:
     """The distinct arrays the VJP of the op that made node reads (see the module docstring)."""
     op = node._op
+    assert op is not None  # only op outputs are listed
     # The inputs and output the rule reads, by its `reads`; every array parameter is shown.
     candidates = [v for i, v in enumerate(node._values) if op.reads_all or i in op.reads_inputs]
     if "y" in op.reads:

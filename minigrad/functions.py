@@ -93,7 +93,7 @@ def clip(x: ArrayLike, lo: Any = None, hi: Any = None) -> Tensor:
         raise ValueError("clip: give lo, hi or both")
     bounds = []
     for name, bound in (("lo", lo), ("hi", hi)):
-        if isinstance(bound, TensorBase) and bound.requires_grad:  # it would get no gradient
+        if isinstance(bound, TensorBase) and bound._requires_grad:  # it would get no gradient
             raise TypeError(f"clip: the bound {name} is a Tensor that requires grad, but clip's "
                             f"bounds are constants; use mg.maximum(x, lo) / mg.minimum(x, hi) "
                             f"to differentiate with respect to a bound, or pass {name}.detach()")
@@ -105,7 +105,7 @@ def clip(x: ArrayLike, lo: Any = None, hi: Any = None) -> Tensor:
 def astype(x: ArrayLike, dtype: Any) -> Tensor:
     """A differentiable cast; the gradient is cast back to x's dtype."""
     dt = np.dtype(dtype)
-    if isinstance(x, TensorBase) and x.requires_grad and dt.kind != "f":
+    if isinstance(x, TensorBase) and x._requires_grad and dt.kind != "f":
         raise TypeError(f"astype: a Tensor that requires grad can only be cast to a floating "
                         f"dtype, not {dt}; use .detach().astype(...)")
     return apply(rules.astype, x, dtype=dt)

@@ -8,7 +8,8 @@ one object. `backward()` walks the tape from the output to the leaves in one pas
 op's VJP from the table in `rules.py`. No Jacobian is ever built.
 
 What the tape saves can never change under it (see `readonly.py`): outputs are read-only from
-birth, and an input value that someone could still write is copied when the op is recorded.
+birth, and an input value that someone could still write is locked or copied when the op is
+recorded.
 """
 
 from __future__ import annotations
@@ -31,42 +32,16 @@ if TYPE_CHECKING:
 
 ArrayLike = Union["TensorBase", np.ndarray, float, int, bool, np.generic, Sequence[Any]]
 _SCALARS = (float, int, bool, complex, np.generic)
-_REFUSED_KINDS = "OSUVMm"  # objects, strings, raw bytes, dates: not numbers
+REFUSED_KINDS = "OSUVMm"  # objects, strings, raw bytes, dates: not numbers
 
 
 class ShapeMismatchError(ValueError, RuntimeError):
     """A shape mismatch in backward misuse: a ValueError (shapes) and a RuntimeError (backward)."""
 
 
-def as_array(data: Any, dtype: Any = None, copy: bool = False) -> np.ndarray:
-    """data as a numeric ndarray; a read-only Tensor value is copied, so the result is
-    writeable whenever data was not an ndarray that was read-only already."""
-    if isinstance(data, TensorBase):
-        copy = copy or not data._data.flags.writeable
-        data = data._data
-    arr = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
-    if arr.dtype.kind in _REFUSED_KINDS:
-        raise TypeError(f"Tensor: cannot hold data of dtype {arr.dtype} "
-                        f"(from {type(data).__name__}); give numbers or numeric arrays")
-    return arr
-
-
-def _differentiable(arr: np.ndarray, dtype: Any, what: str) -> np.ndarray:
-    """arr as a value that may require grad: floating (integers become float64), never complex."""
-    if arr.dtype.kind == "c":
-        raise TypeError(f"{what}: complex Tensors cannot require grad (their VJPs would need "
-                        f"conjugation, which minigrad does not define); split real and "
-                        f"imaginary parts into two real Tensors")
-    if arr.dtype.kind != "f":
-        if dtype is not None:
-            raise TypeError(f"{what}: only floating dtypes can require grad, got {arr.dtype}")
-        arr = arr.astype(np.float64)
-    return arr
-
-
 class TensorBase:
-    """An ndarray value, a gradient slot and, when a recorded op made it, its tape record.
-    `tensor.Tensor` adds the operators and methods; this class is what the tape needs."""
+    """An ndarray value, a gradient slot and, when a recorded op made it, its tape record:
+    what the tape needs. `tensor.Tensor` adds construction, the operators and the methods."""
 
     # A leaf has _op None. An op output also holds its record: _inputs (input Tensors, None
     # where no gradient flows), _values (the input values the forward used), _ans (its output),
@@ -77,43 +52,17 @@ class TensorBase:
                  "_params", "_seq", "_lease", "_retains", "_site", "__weakref__")
     _data: np.ndarray
     grad: np.ndarray | None
+    _requires_grad: bool
     _op: Primitive | None
-    _inputs: Any
-    _values: Any
+    _inputs: Any  # list[TensorBase | None], None once freed
+    _values: Any  # list of the input values, None once freed
+    _ans: Any
+    _params: Any
+    _seq: int
+    _lease: Lease | None
+    _retains: bool
+    _site: str
     __hash__ = object.__hash__  # == is elementwise, so identity keeps Tensors usable as keys
-
-    def __init__(self, data: ArrayLike, requires_grad: bool = False, dtype: Any = None,
-                 *, _copy: bool = False) -> None:
-        arr = as_array(data, dtype, _copy)
-        if requires_grad:
-            arr = _differentiable(arr, dtype, "Tensor")
-        self._data = arr
-        self.grad = None
-        self._requires_grad = bool(requires_grad)
-        self._op = None
-        self._retains = False
-
-    @property
-    def requires_grad(self) -> bool:
-        return self._requires_grad
-
-    @requires_grad.setter
-    def requires_grad(self, value: bool) -> None:
-        if value and self._data.dtype.kind != "f":
-            _differentiable(self._data, self._data.dtype, "requires_grad")
-        self._requires_grad = bool(value)
-
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, value: ArrayLike) -> None:
-        # Rebinding is safe: the tape keeps the arrays the forward used.
-        arr = as_array(value)
-        if self._requires_grad:
-            arr = _differentiable(arr, arr.dtype, "data")
-        self._data = arr
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -122,22 +71,6 @@ class TensorBase:
     @property
     def dtype(self) -> np.dtype[Any]:
         return self._data.dtype
-
-    @property
-    def is_leaf(self) -> bool:
-        return self._op is None
-
-    def retain_grad(self) -> None:
-        """Keep this intermediate's gradient in `.grad` after backward() (leaves always do)."""
-        if not self._requires_grad:
-            raise RuntimeError("retain_grad: this Tensor does not require grad, so backward() "
-                               "never reaches it")
-        if self._op is not None:
-            self._retains = True
-
-    def detach(self) -> Tensor:
-        """The same memory, off the tape."""
-        return leaf(self._data)
 
     def backward(self, gradient: ArrayLike | None = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) · gradient into every leaf's `.grad` that requires grad.
@@ -196,7 +129,7 @@ def leaf(data: np.ndarray) -> Tensor:
 def operand(a: Any, op_name: str) -> Any:
     """A non-Tensor operand's NumPy value: an ndarray or a scalar as it is, a list as an array."""
     if isinstance(a, np.ndarray):
-        if a.dtype.kind in _REFUSED_KINDS:
+        if a.dtype.kind in REFUSED_KINDS:
             raise TypeError(f"{op_name}: operand of dtype {a.dtype} is not numeric (shape "
                             f"{a.shape}); give numbers")
         return a

@@ -92,7 +92,8 @@ def guard(value: Any, lease: list[np.ndarray]) -> Any:
         if _COUNTS_REFS and value.base is None:
             # Lock first, then count holders: a view made after the lock is read-only, one
             # made before holds a reference and is counted.
-            value.setflags(False)  # type: ignore[call-arg]  (positional: keyword parsing is slow)
+            # (setflags positionally, where NumPy's stubs want keywords: keyword parsing is slow)
+            value.setflags(False)  # type: ignore[call-arg]
             if sys.getrefcount(value) <= _ALONE:
                 _locks[id(value)] = [value, 1]
                 lease.append(value)

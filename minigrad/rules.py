@@ -296,9 +296,13 @@ broadcast_to = row(np.broadcast_to, "y = x broadcast to shape;  x̄ = ḡ summed
                    "axes", lambda g, y, x, shape: sum_to(g, x.shape))
 
 
-@primitive(lambda g, y, x, index, basic: scatter_add(g, index=index, shape=x.shape, basic=basic)
-           if isinstance(g, TensorBase) else
-           scatter_add.forward(g, index=index, shape=x.shape, basic=basic), reads="")
+def _getitem_vjp(g, y, x, index, basic):
+    if isinstance(g, TensorBase):  # higher order: the scatter is recorded
+        return scatter_add(g, index=index, shape=x.shape, basic=basic)
+    return scatter_add.forward(g, index=index, shape=x.shape, basic=basic)
+
+
+@primitive(_getitem_vjp, reads="")
 def getitem(x, index, basic):
     """y = x[index];  x̄ = zeros with ḡ added at index   (repeated indices accumulate)"""
     return x[index]

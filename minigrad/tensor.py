@@ -13,9 +13,35 @@ import numpy as np
 
 from minigrad import functions as F  # noqa: N812
 from minigrad import graph, rules
-from minigrad.graph import ArrayLike, TensorBase, apply
+from minigrad.graph import REFUSED_KINDS, ArrayLike, TensorBase, apply, leaf
 
 Axis = int | Sequence[int] | None
+
+
+def as_array(data: Any, dtype: Any = None, copy: bool = False) -> np.ndarray:
+    """data as a numeric ndarray; a read-only Tensor value is copied, so the result is
+    writeable whenever data was not an ndarray that was read-only already."""
+    if isinstance(data, TensorBase):
+        copy = copy or not data._data.flags.writeable
+        data = data._data
+    arr = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
+    if arr.dtype.kind in REFUSED_KINDS:
+        raise TypeError(f"Tensor: cannot hold data of dtype {arr.dtype} "
+                        f"(from {type(data).__name__}); give numbers or numeric arrays")
+    return arr
+
+
+def _differentiable(arr: np.ndarray, dtype: Any, what: str) -> np.ndarray:
+    """arr as a value that may require grad: floating (integers become float64), never complex."""
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{what}: complex Tensors cannot require grad (their VJPs would need "
+                        f"conjugation, which minigrad does not define); split real and "
+                        f"imaginary parts into two real Tensors")
+    if arr.dtype.kind != "f":
+        if dtype is not None:
+            raise TypeError(f"{what}: only floating dtypes can require grad, got {arr.dtype}")
+        arr = arr.astype(np.float64)
+    return arr
 
 
 class Tensor(TensorBase):
@@ -25,6 +51,55 @@ class Tensor(TensorBase):
     """
 
     __slots__ = ()
+
+    def __init__(self, data: ArrayLike, requires_grad: bool = False, dtype: Any = None,
+                 *, _copy: bool = False) -> None:
+        arr = as_array(data, dtype, _copy)
+        if requires_grad:
+            arr = _differentiable(arr, dtype, "Tensor")
+        self._data = arr
+        self.grad = None
+        self._requires_grad = bool(requires_grad)
+        self._op = None
+        self._retains = False
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value and self._data.dtype.kind != "f":
+            _differentiable(self._data, self._data.dtype, "requires_grad")
+        self._requires_grad = bool(value)
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, value: ArrayLike) -> None:
+        # Rebinding is safe: the tape keeps the arrays the forward used.
+        arr = as_array(value)
+        if self._requires_grad:
+            arr = _differentiable(arr, arr.dtype, "data")
+        self._data = arr
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._op is None
+
+    def retain_grad(self) -> None:
+        """Keep this intermediate's gradient in `.grad` after backward() (leaves always do)."""
+        if not self._requires_grad:
+            raise RuntimeError("retain_grad: this Tensor does not require grad, so backward() "
+                               "never reaches it")
+        if self._op is not None:
+            self._retains = True
+
+    def detach(self) -> Tensor:
+        """The same memory, off the tape."""
+        return leaf(self._data)
 
     # -- value -------------------------------------------------------------------------------
     @property
