@@ -4,8 +4,7 @@ The engine reads the rules; a row may name a kernel here that computes the same 
 (differing at most in the last bits, where a sum is taken in another order). Each kernel's
 docstring names the plain expression it equals, and tests/test_kernels.py checks it against that
 expression on edge values. `MINIGRAD_KERNELS=plain` in the environment (read at import) turns
-every kernel off: the engine then runs the rules alone. What each kernel buys is measured in
-benchmarks/RESULTS.md.
+every kernel off: the engine then runs the rules alone.
 
 This module depends on NumPy only.
 """
