@@ -9,7 +9,7 @@ import numpy as np
 
 from minigrad.tensor import Tensor
 
-__all__ = ["clip_grad_norm_"]
+__all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 
 def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
@@ -37,3 +37,27 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
         for g in grads:
             g *= np.asarray(coef, dtype=g.dtype)
     return total
+
+
+def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -> None:
+    """Clip every gradient, in place, elementwise to [−clip_value, clip_value], as PyTorch does.
+
+    Parameters whose grad is None are skipped; NaN stays NaN. `clip_value` must be a finite
+    number >= 0.
+    """
+    c = _real_number("clip_grad_value_", "clip_value", clip_value)
+    if not 0.0 <= c < math.inf:
+        raise ValueError(f"clip_grad_value_: clip_value must be a finite number >= 0, got "
+                         f"{clip_value!r}")
+    params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    for p in params:
+        if p.grad is not None:
+            np.clip(p.grad, -c, c, out=p.grad)
+
+
+def _real_number(op: str, key: str, value: object) -> float:
+    """value as a float when it is one real number (a bool is not), else TypeError."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)):
+        return float(value)
+    raise TypeError(f"{op}: {key} must be a real number, got {type(value).__name__} {value!r}")

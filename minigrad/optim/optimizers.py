@@ -1,4 +1,4 @@
-"""Optimizers: `SGD` and `Adam`, each step exactly PyTorch's update rule.
+"""Optimizers: `SGD`, `Adam`, `AdamW` and `RMSprop`, each step exactly PyTorch's update rule.
 
 After `loss.backward()`, `opt.step()` changes each parameter's `.data` in place from its `.grad`,
 and `opt.zero_grad()` resets the grads to None. A parameter is skipped while its grad is None or
@@ -28,13 +28,13 @@ from minigrad.modes import enable_grad
 from minigrad.readonly import locked_by_a_graph
 from minigrad.tensor import Tensor
 
-__all__ = ["SGD", "Adam", "Optimizer"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
-# Hyperparameters that are one finite number >= 0. They are kept as Python floats: NumPy scalars
-# are "strong" types and would promote float32 parameters' arithmetic to float64.
-_NONNEGATIVE = ("lr", "momentum", "dampening", "weight_decay", "eps")
+# What a learning-rate scheduler records in a group (its starting lr); a saved group may carry it
+# into an optimizer that no scheduler has touched yet.
+_SCHEDULE_KEYS = ("initial_lr",)
 
 
 class Optimizer:
@@ -44,7 +44,8 @@ class Optimizer:
     groups with their own hyperparameters, as in PyTorch); `defaults` fills in the rest.
     Subclasses implement `_update(p, grad, state, group)` and may declare `_state_spec`, the
     state they keep per parameter: {name: "count" (a whole number >= 0), "array" (an array of
-    the parameter's shape) or "array or None"}; `load_state_dict` holds entries to it.
+    the parameter's shape) or "array or None"}; `load_state_dict` holds entries to it, and to
+    `_state_keys(group)`, the entries a state must have under the group's hyperparameters.
     """
 
     _state_spec: ClassVar[dict[str, str] | None] = None
@@ -90,6 +91,10 @@ class Optimizer:
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Rules that tie a group's hyperparameters together (ValueError); none here."""
+
+    def _state_keys(self, group: dict[str, Any]) -> set[str]:
+        """The entries a parameter's (non-empty) state must have under `group`: all of them."""
+        return set(self._state_spec or ())
 
     # -- the step ----------------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -163,9 +168,11 @@ class Optimizer:
                              f"this optimizer {len(self.param_groups)}")
         problems: list[str] = []
         index = self._numbering(groups, problems)
-        # The state is matched to parameters through the numbering, so only a sound one is used.
-        state = {} if problems else self._loaded_state(saved_state, index, problems)
+        sound = not problems
         values = [self._loaded_group(gi, saved, problems) for gi, saved in enumerate(groups)]
+        # The state is matched to parameters through the numbering, so only a sound one is used;
+        # which entries it must have follows the hyperparameters being loaded with it.
+        state = self._loaded_state(saved_state, index, values, problems) if sound else {}
         if problems:
             raise ValueError(f"{where}: the state dict does not fit:\n  "
                              + "\n  ".join(problems))
@@ -203,7 +210,7 @@ class Optimizer:
         for key, value in saved.items():
             if key == "params":
                 continue
-            if key not in group:
+            if key not in group and key not in _SCHEDULE_KEYS:
                 problems.append(f"param_groups[{gi}][{key!r}]: not a hyperparameter of "
                                 f"{type(self).__name__}")
                 continue
@@ -218,7 +225,11 @@ class Optimizer:
         return new
 
     def _loaded_state(self, saved_state: Mapping[Any, Any], index: dict[int, Tensor],
-                      problems: list[str]) -> dict[Tensor, dict[str, Any]]:
+                      values: list[dict[str, Any]], problems: list[str]
+                      ) -> dict[Tensor, dict[str, Any]]:
+        """{parameter: its state}, each entry checked against the group it will step with."""
+        group_of = {p: {**group, **new} for group, new in zip(self.param_groups, values)
+                    for p in group["params"]}
         new: dict[Tensor, dict[str, Any]] = {}
         for key, entry in saved_state.items():
             k = _index(key)
@@ -230,16 +241,20 @@ class Optimizer:
             elif not isinstance(entry, Mapping):
                 problems.append(f"state[{key!r}] must be a dict, got {_show(entry)}")
             else:
-                new[p] = self._loaded_entry(f"state[{key!r}]", entry, p, problems)
+                new[p] = self._loaded_entry(f"state[{key!r}]", entry, p, group_of[p], problems)
         return new
 
     def _loaded_entry(self, where: str, entry: Mapping[Any, Any], p: Tensor,
-                      problems: list[str]) -> dict[str, Any]:
+                      group: dict[str, Any], problems: list[str]) -> dict[str, Any]:
         spec = self._state_spec
-        if spec is not None and entry and set(entry) != set(spec):
-            problems.append(f"{where} has the keys {sorted(map(str, entry))}; "
-                            f"{type(self).__name__} keeps {sorted(spec)}")
-            return {}
+        if spec is not None and entry:
+            required = self._state_keys(group)
+            if not required <= set(entry) <= set(spec):
+                optional = sorted(set(spec) - required)
+                problems.append(f"{where} has the keys {sorted(map(str, entry))}; "
+                                f"{type(self).__name__} keeps {sorted(required)}"
+                                + (f" (and may keep {optional})" if optional else ""))
+                return {}
         new: dict[str, Any] = {}
         for k, v in entry.items():
             try:
@@ -271,29 +286,55 @@ def _real(value: Any) -> float | None:
     return None
 
 
+def _nonnegative(key: str, value: Any) -> float:
+    """One finite number >= 0, kept as a Python float: NumPy scalars are "strong" types and would
+    promote float32 parameters' arithmetic to float64."""
+    x = _real(value)
+    if x is None:
+        raise TypeError(f"{key} must be a real number, got {_show(value)}")
+    if not 0.0 <= x < math.inf:
+        raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def _fraction(key: str, value: Any) -> float:
+    """A decay rate: a number in [0, 1), as a Python float."""
+    x = _real(value)
+    if x is None:
+        raise TypeError(f"{key} must be a real number, got {_show(value)}")
+    if not 0.0 <= x < 1.0:
+        raise ValueError(f"{key} must lie in [0, 1), got {value!r}")
+    return x
+
+
+def _betas(key: str, value: Any) -> tuple[float, float]:
+    seq = isinstance(value, (list, tuple)) or isinstance(value, np.ndarray) and value.ndim == 1
+    pair = [_real(b) for b in value] if seq and len(value) == 2 else [None]
+    if any(b is None for b in pair):
+        raise TypeError(f"{key} must be a pair of real numbers, got {_show(value)}")
+    if not all(0.0 <= b < 1.0 for b in pair):  # type: ignore[operator]
+        raise ValueError(f"{key} must lie in [0, 1), got {tuple(value)}")
+    return pair[0], pair[1]  # type: ignore[return-value]
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{key} must be a bool, got {_show(value)}")
+    return bool(value)
+
+
+_RULES: dict[str, Callable[[str, Any], Any]] = {
+    **dict.fromkeys(("lr", "momentum", "dampening", "weight_decay", "eps", *_SCHEDULE_KEYS),
+                    _nonnegative),
+    "alpha": _fraction, "betas": _betas, "nesterov": _flag, "centered": _flag,
+}
+
+
 def _hyperparameter(key: str, value: Any) -> Any:
     """`value` checked for `key` and normalised, or TypeError/ValueError naming the key. Keys
-    without a rule here (a subclass's own) pass unchanged."""
-    if key in _NONNEGATIVE:
-        x = _real(value)
-        if x is None:
-            raise TypeError(f"{key} must be a real number, got {_show(value)}")
-        if not 0.0 <= x < math.inf:
-            raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
-        return x
-    if key == "betas":
-        seq = isinstance(value, (list, tuple)) or isinstance(value, np.ndarray) and value.ndim == 1
-        pair = [_real(b) for b in value] if seq and len(value) == 2 else [None]
-        if any(b is None for b in pair):
-            raise TypeError(f"betas must be a pair of real numbers, got {_show(value)}")
-        if not all(0.0 <= b < 1.0 for b in pair):  # type: ignore[operator]
-            raise ValueError(f"betas must lie in [0, 1), got {tuple(value)}")
-        return tuple(pair)
-    if key == "nesterov":
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be a bool, got {_show(value)}")
-        return bool(value)
-    return value
+    without a rule (a subclass's own) pass unchanged."""
+    rule = _RULES.get(key)
+    return value if rule is None else rule(key, value)
 
 
 def _index(key: Any) -> int | None:
@@ -395,21 +436,112 @@ class Adam(Optimizer):
 
     def _update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
                 group: dict[str, Any]) -> None:
-        b1, b2 = group["betas"]
         wd = group["weight_decay"]
         if wd:
             g = g + wd * w
-        m = state.get("exp_avg")
-        if m is None:
+        _adam_moments_step(w, g, state, group)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), exactly `torch.optim.AdamW`'s
+    update: the decay shrinks w directly and never enters m or v.
+
+    w ← w·(1 − lr·λ);  then Adam's step without L2:  m ← β₁m + (1−β₁)∇;  v ← β₂v + (1−β₂)∇²;
+    t ← t + 1;  w ← w − lr/(1−β₁ᵗ) · m / (√v / √(1−β₂ᵗ) + ε).      (λ weight_decay)
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def _update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+                group: dict[str, Any]) -> None:
+        wd = group["weight_decay"]
+        if wd:
+            w *= 1 - group["lr"] * wd
+        _adam_moments_step(w, g, state, group)
+
+
+def _adam_moments_step(w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+                       group: dict[str, Any]) -> None:
+    """Adam's step from the gradient g (weight decay already applied), in place on w and the
+    state, which it creates on the parameter's first step."""
+    b1, b2 = group["betas"]
+    m = state.get("exp_avg")
+    if m is None:
+        state["step"] = 0
+        m = state["exp_avg"] = np.zeros_like(w)
+        state["exp_avg_sq"] = np.zeros_like(w)
+    v = state["exp_avg_sq"]
+    t = state["step"] = state["step"] + 1
+    m += (1 - b1) * (g - m)  # torch's lerp: m + (1 − β₁)(g − m) = β₁m + (1 − β₁)g
+    v *= b2
+    v += (1 - b2) * (g * g)
+    denom = np.sqrt(v)
+    denom /= math.sqrt(1 - b2 ** t)
+    denom += group["eps"]
+    w -= (group["lr"] / (1 - b1 ** t)) * (m / denom)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton), exactly `torch.optim.RMSprop`'s update:
+
+    g ← ∇ + λ·w;  v ← αv + (1−α)g²;  a ← √v, or with centered: ḡ ← αḡ + (1−α)g, a ← √(v − ḡ²);
+    a ← a + ε;  with momentum μ > 0: b ← μb + g/a, w ← w − lr·b;  else w ← w − lr·g/a.
+    (λ weight_decay, L2 added to the grad; the state keeps "momentum_buffer" only with μ > 0
+    and "grad_avg" only when centered, as PyTorch's does.)
+    """
+
+    _state_spec: ClassVar[dict[str, str] | None] = {
+        "step": "count", "square_avg": "array", "momentum_buffer": "array",
+        "grad_avg": "array"}
+
+    def __init__(self, params: ParamsT, lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False) -> None:
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
+                                  "weight_decay": weight_decay, "momentum": momentum,
+                                  "centered": centered})
+
+    def _state_keys(self, group: dict[str, Any]) -> set[str]:
+        return ({"step", "square_avg"} | ({"momentum_buffer"} if group["momentum"] else set())
+                | ({"grad_avg"} if group["centered"] else set()))
+
+    def _update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
+                group: dict[str, Any]) -> None:
+        alpha, wd, mu = group["alpha"], group["weight_decay"], group["momentum"]
+        if not state:
             state["step"] = 0
-            m = state["exp_avg"] = np.zeros_like(w)
-            state["exp_avg_sq"] = np.zeros_like(w)
-        v = state["exp_avg_sq"]
-        t = state["step"] = state["step"] + 1
-        m += (1 - b1) * (g - m)  # torch's lerp: m + (1 − β₁)(g − m) = β₁m + (1 − β₁)g
-        v *= b2
-        v += (1 - b2) * (g * g)
-        denom = np.sqrt(v)
-        denom /= math.sqrt(1 - b2 ** t)
-        denom += group["eps"]
-        w -= (group["lr"] / (1 - b1 ** t)) * (m / denom)
+            state["square_avg"] = np.zeros_like(w)
+        state["step"] += 1
+        if wd:
+            g = g + wd * w
+        v = state["square_avg"]
+        v *= alpha
+        v += (1 - alpha) * (g * g)
+        if group["centered"]:
+            ga = _buffer(state, "grad_avg", w)
+            ga += (1 - alpha) * (g - ga)  # torch's lerp: αḡ + (1 − α)g
+            # v − ḡ² >= 0 (Cauchy–Schwarz: both weigh the same g's, with weights summing to at
+            # most 1), but rounding can take it an ulp below 0, where √ would give NaN.
+            a = np.sqrt(np.maximum(v - ga * ga, 0))
+        else:
+            a = np.sqrt(v)
+        a += group["eps"]
+        if mu:
+            buf = _buffer(state, "momentum_buffer", w)
+            buf *= mu
+            buf += g / a
+            w -= group["lr"] * buf
+        else:
+            w -= group["lr"] * (g / a)
+
+
+def _buffer(state: dict[str, Any], key: str, w: np.ndarray) -> np.ndarray:
+    """state[key], created as zeros of w's shape the first time (also when a hyperparameter that
+    needs it, such as momentum, is switched on between steps)."""
+    buf = state.get(key)
+    if buf is None:
+        buf = state[key] = np.zeros_like(w)
+    return buf
