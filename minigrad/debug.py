@@ -251,9 +251,10 @@ def to_dot(t: Tensor, names: Mapping[str, Tensor] | None = None) -> str:
     return "\n".join(lines + ["}"]) + "\n"
 
 
-_INSTALL = ("install the optional extra: pip install 'minigrad[viz]' (the graphviz Python "
-            "package) and Graphviz's `dot` program (apt-get install graphviz, brew install "
-            "graphviz or conda install graphviz); mg.to_dot(t) gives the DOT text without either")
+_INSTALL = ("install the graphviz Python package: run pip install -e '.[viz]' in your clone of "
+            "minigrad (the `minigrad` on the package index is another project), and Graphviz's "
+            "`dot` program (apt-get install graphviz, brew install graphviz or conda install "
+            "graphviz); mg.to_dot(t) gives the DOT text without either")
 
 
 def draw(t: Tensor, path: str | Path, names: Mapping[str, Tensor] | None = None) -> Path:

@@ -48,7 +48,8 @@ class Function:
     (one per input, None for none) as static methods; use `Op.apply(*tensors)`."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, *arrays: np.ndarray) -> np.ndarray:
+    def forward(ctx: FunctionCtx, *arrays: Any) -> np.ndarray:
+        # `*arrays: Any` lets a subclass's `forward(ctx, x)`, with its own inputs, type-check.
         raise NotImplementedError
 
     @staticmethod

@@ -246,7 +246,8 @@ def test_draw_without_the_graphviz_package_says_what_to_install(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "graphviz", None)  # makes `import graphviz` fail
     loss, _ = small_graph()
-    with pytest.raises(ImportError, match=r"pip install 'minigrad\[viz\]'.*apt-get install"):
+    with pytest.raises(ImportError,
+                       match=r"pip install -e '\.\[viz\]' in your clone.*apt-get install"):
         mg.draw(loss, tmp_path / "g.svg")
 
 

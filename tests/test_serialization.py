@@ -3,10 +3,21 @@ clear ValueError for every kind of wrong file."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pickle
+import random
+import re
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import time
+import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +116,9 @@ _leaves = (st.none() | st.booleans() | st.integers() | st.text(max_size=5)
            | st.builds(lambda n, seed: np.random.default_rng(seed).normal(size=n),
                        st.integers(0, 4), st.integers(0, 9))
            | st.builds(lambda v: np.array(v, np.int32), st.lists(st.integers(-9, 9), max_size=3)))
-_keys = st.text(alphabet="ab.0_", max_size=4) | st.integers(-3, 3)
+_keys = (st.text(alphabet="ab.0_", max_size=4) | st.integers(-3, 3)
+         | st.sampled_from(["w", "w.npy", "npy", ".npy", "file", "__minigrad__",
+                            "__minigrad__.npy", "a\\b", "a/b", "w#1"]))  # names that look alike
 _trees = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=3)
                       | st.tuples(inner, inner) | st.dictionaries(_keys, inner, max_size=3),
                       max_leaves=12)
@@ -269,7 +282,7 @@ def test_a_pickle_is_refused_and_never_run(tmp_path):
     meta = b'{"format": "minigrad-checkpoint", "version": 1, "tree": {"array": "w"}}'
     np.savez(arch, __minigrad__=np.frombuffer(meta, np.uint8),
              w=np.array([_Boom(), 1], dtype=object))
-    _bad(arch, "Object arrays cannot be loaded")
+    _bad(arch, "object array .*never unpickles")
     assert not _Boom.target.exists()
 
 
@@ -304,3 +317,312 @@ def test_loading_into_a_different_model_names_the_mismatch(tmp_path):
     with pytest.raises(RuntimeError, match=r"0.weight: checkpoint shape \(8, 4\), module "
                                            r"shape \(16, 4\)"):
         other.load_state_dict(mg.load(tmp_path / "ck.npz"))
+
+
+# --- keys that look alike, keys that cannot be stored -----------------------------------------
+def test_keys_that_look_alike_in_the_archive_keep_their_own_arrays(tmp_path):
+    path = tmp_path / "ck.npz"
+    state = {"w": np.zeros(2), "w.npy": np.ones(2), "head": {"w": np.full(2, 2.0)},
+             "head.w.npy": np.full(2, 3.0), "__minigrad__.npy": np.full(2, 4.0),
+             "a\\b": np.full(2, 5.0), "a/b": np.full(2, 6.0), "w#1": np.full(2, 7.0)}
+    mg.save(state, path)
+    assert_same(state, mg.load(path))
+    with np.load(path, allow_pickle=False) as f:  # np.load shows every array once, by name
+        seen = sorted(float(f[name][0]) for name in f.files if name != "__minigrad__")
+    assert seen == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+
+
+@pytest.mark.parametrize("state, key", [
+    ({"layer\x00name": np.zeros(3), "w": np.ones(2)}, r"'layer\\x00name' in the state"),
+    ({"model": {"0.weight\x00": np.zeros(3)}}, r"'0.weight\\x00' in model .*NUL"),
+    ({"\x00": 1}, r"'\\x00' in the state .*NUL"),
+    ({"bad\udc80": np.zeros(1)}, r"'bad\\udc80' in the state .*lone surrogate"),
+])
+def test_a_key_that_could_not_round_trip_is_refused_at_save(tmp_path, state, key):
+    path = tmp_path / "ck.npz"
+    mg.save({"v": 1}, path)
+    with pytest.raises(ValueError, match=f"mg.save: the key {key}"):
+        mg.save(state, path)
+    assert os.listdir(tmp_path) == ["ck.npz"]
+    assert mg.load(path) == {"v": 1}
+
+
+def test_a_container_that_holds_itself_is_refused(tmp_path):
+    loop: list = [1]
+    loop.append(loop)
+    with pytest.raises(ValueError, match="nested deeper than 100 levels"):
+        mg.save({"loop": loop}, tmp_path / "ck.npz")
+    deep: dict = {"x": np.ones(1)}
+    for _ in range(99):
+        deep = {"d": deep}
+    mg.save(deep, tmp_path / "ck.npz")  # as deep as allowed still round-trips
+    assert_same(deep, mg.load(tmp_path / "ck.npz"))
+
+
+# --- symlinks and modes -------------------------------------------------------------------------
+def test_saving_through_a_symlink_writes_its_target(tmp_path):
+    (tmp_path / "run3").mkdir()
+    target = tmp_path / "run3" / "ckpt.npz"
+    mg.save({"step": 1}, target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(os.path.join("run3", "ckpt.npz"))  # relative, as `ln -s` makes it
+    chain = tmp_path / "chain.npz"
+    chain.symlink_to(link)
+    mg.save({"step": 2}, link)
+    mg.save({"step": 3}, chain)
+    assert link.is_symlink() and chain.is_symlink()
+    assert mg.load(target) == mg.load(link) == mg.load(chain) == {"step": 3}
+    assert sorted(os.listdir(tmp_path / "run3")) == ["ckpt.npz"]
+
+
+def test_saving_through_a_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "latest.npz"
+    link.symlink_to(tmp_path / "new.npz")
+    mg.save({"step": 1}, link)
+    assert link.is_symlink() and mg.load(tmp_path / "new.npz") == {"step": 1}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+def test_saving_over_a_checkpoint_keeps_its_mode(tmp_path, mode):
+    path = tmp_path / "private.npz"
+    mg.save({"step": 1}, path)
+    os.chmod(path, mode)
+    mg.save({"step": 2}, path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+    assert mg.load(path) == {"step": 2}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_a_new_checkpoint_gets_the_umask_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        mg.save({"step": 1}, tmp_path / "new.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "new.npz").st_mode) == 0o640
+
+
+# --- temporary files that crashed saves left --------------------------------------------------
+def _temporaries(directory: Path) -> list[str]:
+    return sorted(n for n in os.listdir(directory) if n.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("how", ["save", "load"])
+def test_the_next_save_or_load_removes_stale_temporary_files(tmp_path, how):
+    path = tmp_path / "ck.npz"
+    mg.save({"v": 1}, path)
+    stale = [tmp_path / ".ck.npz.0123456789ab.tmp", tmp_path / ".ck.npz.ba9876543210.tmp"]
+    others = [tmp_path / ".other.npz.0123456789ab.tmp", tmp_path / ".ck.npz.notes.tmp"]
+    for p in stale + others:
+        p.write_bytes(b"PK\x03\x04 what a killed save left")
+    mg.save({"v": 2}, path) if how == "save" else mg.load(path)
+    assert _temporaries(tmp_path) == sorted(p.name for p in others)  # only this path's
+    assert mg.load(path) == {"v": 2 if how == "save" else 1}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_a_live_save_s_temporary_file_is_left_alone(tmp_path):
+    import fcntl
+
+    path = tmp_path / "ck.npz"
+    live = tmp_path / ".ck.npz.0123456789ab.tmp"
+    with open(live, "wb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # what a save in another process holds
+        mg.save({"v": 1}, path)
+        mg.load(path)
+        assert live.exists()
+    mg.load(path)  # its lock is gone: now it is stale
+    assert not live.exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_a_save_whose_new_file_a_cleaner_removed_takes_another(tmp_path, monkeypatch):
+    import minigrad.serialization as ser
+
+    real, removed = ser.fcntl.flock, []
+
+    def flock(fd, op):
+        if not removed:  # a cleaner in another process wins the race for the fresh file
+            removed.extend(_temporaries(tmp_path))
+            os.unlink(tmp_path / removed[0])
+        return real(fd, op)
+
+    monkeypatch.setattr(ser.fcntl, "flock", flock)
+    mg.save({"v": 1}, tmp_path / "ck.npz")
+    assert len(removed) == 1 and os.listdir(tmp_path) == ["ck.npz"]
+    assert mg.load(tmp_path / "ck.npz") == {"v": 1}
+
+
+_SAVER = """
+import sys, numpy as np, minigrad as mg
+big = np.zeros(2 ** 21)
+print("ready", flush=True)
+gen = 0
+while True:
+    gen += 1
+    big[:] = gen
+    mg.save({"gen": gen, "big": big}, sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_kill_9_mid_save_leaves_a_whole_checkpoint_and_no_temporary_file(tmp_path):
+    path = tmp_path / "ck.npz"
+    rng = random.Random(0)
+    caught_mid_save = 0
+    deadline = time.monotonic() + 3.0
+    for _ in range(8):
+        child = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)],
+                                 stdout=subprocess.PIPE)
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.05, 0.25))  # 16 MB saves, one after the other
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        caught_mid_save += bool(_temporaries(tmp_path))
+        state = mg.load(path)  # the last completed save, whole
+        assert state["big"].shape == (2 ** 21,) and np.all(state["big"] == state["gen"])
+        assert _temporaries(tmp_path) == []  # load removed what the killed save left
+        if time.monotonic() > deadline:
+            break
+    assert caught_mid_save >= 1  # the loop did kill saves mid-write
+
+
+# --- crafted archives ---------------------------------------------------------------------------
+def _npy_header(shape: tuple, descr: str = "|u1") -> bytes:
+    h = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    h += b" " * (64 - (10 + len(h) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h
+
+
+def _zip_one(name: bytes, data: bytes, method: int, size: int, crc: int) -> bytes:
+    """A one-entry zip archive whose directory declares `size` bytes for `data`."""
+    common = struct.pack("<HHHHHIII", 20, 0, method, 0, 0x21, crc, len(data), size)
+    local = b"PK\x03\x04" + common + struct.pack("<HH", len(name), 0) + name
+    central = (b"PK\x01\x02" + struct.pack("<H", 20) + common
+               + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, 0) + name)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 1, 1, len(central),
+                                      len(local) + len(data), 0)
+    return local + data + central + end
+
+
+def _deflate_bomb(mib: int) -> bytes:
+    """A `__minigrad__` entry of `mib` MiB of spaces (valid JSON whitespace) deflated to a few
+    hundred kB: full flushes make one compressed chunk repeatable."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    header = _npy_header((mib * 2 ** 20,))
+    first = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+    chunk = c.compress(b" " * 2 ** 20) + c.flush(zlib.Z_FULL_FLUSH)
+    data = first + chunk * mib + c.flush()
+    return _zip_one(b"__minigrad__.npy", data, zipfile.ZIP_DEFLATED,
+                    len(header) + mib * 2 ** 20, 0)
+
+
+def _stored(shape: tuple, declared: int | None = None, descr: str = "|u1") -> bytes:
+    """A stored `__minigrad__` entry whose .npy header says `shape`, holding 16 bytes of data;
+    the directory declares `declared` bytes (by default what it holds)."""
+    data = _npy_header(shape, descr) + b"\0" * 16
+    size = len(data) if declared is None else declared
+    return _zip_one(b"__minigrad__.npy", data, zipfile.ZIP_STORED, size, zlib.crc32(data))
+
+
+@pytest.mark.parametrize("archive, why", [
+    (lambda: _deflate_bomb(256), "encrypted or compressed"),
+    (lambda: _stored((16,), declared=2 ** 30), "more than the file holds"),
+    (lambda: _stored((2 ** 30,)), r"shape \(1073741824,\) of uint8 needs"),
+    (lambda: _stored((10 ** 13,), descr="<f8"), r"shape \(10000000000000,\) of float64 needs"),
+], ids=["deflated-256MiB", "stored-size-claims-1GiB", "header-claims-1GiB", "header-claims-80TB"])
+def test_a_crafted_archive_is_refused_before_it_is_read(tmp_path, archive, why):
+    path = tmp_path / "crafted.npz"
+    path.write_bytes(archive())
+    assert os.path.getsize(path) < 2 ** 20
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=re.escape(str(path))) as info:
+            mg.load(path)
+        elapsed = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 0.25 and peak < 4 * 2 ** 20, (elapsed, peak)
+    assert info.match(why)
+
+
+def _with_flag(raw: bytes, flag_bits: int = 0, method: int = 0) -> bytes:
+    """raw with every local and central header's flags or compression method changed."""
+    b = bytearray(raw)
+    for sig, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = 0
+        while (i := b.find(sig, i)) >= 0:
+            struct.pack_into("<HH", b, i + flags_at, flag_bits, method)
+            i += 4
+    return bytes(b)
+
+
+def _npz(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for k, v in entries.items():
+            z.writestr(k, v)
+    return buf.getvalue()
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _meta(tree: str) -> bytes:
+    text = '{"format": "minigrad-checkpoint", "version": 1, "tree": ' + tree + "}"
+    return _npy(np.frombuffer(text.encode(), np.uint8))
+
+
+def test_damaged_or_crafted_archives_are_value_errors(tmp_path):
+    good = tmp_path / "good.npz"
+    mg.save({"w": np.arange(6.0)}, good)
+    raw = good.read_bytes()
+    w = _npy(np.arange(6.0))
+    cases = {
+        "method99.npz": (_with_flag(raw, method=99), "encrypted or compressed"),
+        "encrypted.npz": (_with_flag(raw, flag_bits=1), "encrypted or compressed"),
+        "deep.npz": (_npz({"__minigrad__.npy": _meta('{"list": [' * 5000 + '{"value": 1}'
+                                                      + "]}" * 5000)}), "RecursionError|deeper"),
+        "twice.npz": (_npz({"__minigrad__.npy": _meta('{"list": [{"array": "w"}, {"array": '
+                                                      '"w"}]}'), "w.npy": w}), "'w' twice"),
+        "valuelist.npz": (_npz({"__minigrad__.npy": _meta('{"value": [1, 2]}')}),
+                          "malformed scalar"),
+        "notnpy.npz": (_npz({"__minigrad__.npy": _meta('{"value": 1}'), "notes.txt": b"hi"}),
+                       "'notes.txt' is not a .npy"),
+        "headerdtype.npz": (_npz({"__minigrad__.npy": _npy(np.zeros(3))}), "float64 array"),
+    }
+    for name, (data, why) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        _bad(tmp_path / name, why)
+
+
+def test_every_single_bit_flip_loads_the_same_or_is_a_value_error(tmp_path):
+    """Half the single-bit flips of a small checkpoint (each byte's even bits, or odd bits,
+    by turns), whatever they hit: the zip directory, the local headers, the .npy headers, the
+    JSON, the data (CRC-checked)."""
+    path = tmp_path / "ck.npz"
+    state = {"w": np.arange(3.0), "b": {"x": np.float32(2)}, "n": 1, "s": "ok"}
+    mg.save(state, path)
+    raw = path.read_bytes()
+    errors = 0
+    for bit in range(len(raw) * 8):
+        if (bit + bit // 8) % 2:
+            continue
+        flipped = bytearray(raw)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(flipped)
+        try:
+            back = mg.load(path)
+        except ValueError as e:
+            assert str(path) in str(e)
+            errors += 1
+        else:
+            assert_same(state, back, f"bit {bit}")
+    assert errors > len(raw) * 2  # most flips are caught (the rest hit unused fields)
