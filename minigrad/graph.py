@@ -310,6 +310,7 @@ def run_backward(root: TensorBase, upstream: Any, retain_graph: bool = False,
     found: dict[int, Any] = {}  # requested inputs' gradients; with inputs=None, leaves' .grad
     handed = {id(upstream)}  # arrays given to a leaf already: a second holder gets a copy
     pending: dict[int, Any] = {id(root): upstream}  # op outputs' gradients awaiting their turn
+    sliced: dict[int, tuple[TensorBase, np.ndarray]] = {}  # buffers that slices add to: _add_slice
     heap: list[tuple[int, TensorBase]] = [(0, root)]
     if root._op is None or id(root) in stop:
         _deliver(root, pending.pop(id(root)), inputs is None, found, handed)
@@ -320,26 +321,61 @@ def run_backward(root: TensorBase, upstream: Any, retain_graph: bool = False,
         while heap:
             t = heappop(heap)[1]
             g = pending.pop(id(t))
+            if sliced:
+                sliced.pop(id(t), None)  # its buffer is g now: no slice of t comes after
             if t._values is None:
                 raise freed_error(t)
             if t._retains:
                 _retain(t, g, handed)
-            for p, pg in grads_of(t, g, create_graph):
-                k = id(p)
-                if p._op is None or k in stop:
-                    _deliver(p, pg, inputs is None, found, handed)
-                elif k in pending:
-                    pending[k] = pending[k] + pg
-                else:
-                    pending[k] = pg
-                    heappush(heap, (-p._seq, p))
+            if t._op.vjp_into is not None and not create_graph:  # type: ignore[union-attr]
+                _add_slice(t, g, pending, sliced, stop, heap)
+            else:
+                for p, pg in grads_of(t, g, create_graph):
+                    k = id(p)
+                    if p._op is None or k in stop:
+                        _deliver(p, pg, inputs is None, found, handed)
+                    elif k in pending:
+                        pending[k] = pending[k] + pg
+                    else:
+                        pending[k] = pg
+                        heappush(heap, (-p._seq, p))
             if not retain_graph:
                 if t._lease:
                     release(t._lease)
                 t._inputs = t._values = None  # what holds memory; _values None: freed
+        _deliver_slices(sliced, inputs is None, found, handed)
     finally:
         MODES.grad_enabled = prev_mode
     return None if inputs is None else [found.get(id(t)) for t in inputs]
+
+
+def _add_slice(t: TensorBase, g: Any, pending: dict[int, Any],
+               sliced: dict[int, tuple[TensorBase, np.ndarray]], stop: set[int],
+               heap: list[tuple[int, TensorBase]]) -> None:
+    """t = x[index]: its gradient g is added in place into x's pending gradient (the op's
+    vjp_into), so x̄ = zeros with ḡ at index is never built whole and many slices of one Tensor
+    cost their own sizes, not x's size each. x's pending gradient is a buffer of this sweep's own
+    (in `sliced`) from x's first slice on, and again after a whole gradient replaced it; a
+    leaf's or a requested input's buffer is delivered when the sweep ends."""
+    x, v = t._inputs[0], t._values[0]
+    k = id(x)
+    had = pending.get(k)
+    buf = sliced[k][1] if k in sliced else None
+    if buf is None or buf is not had:
+        buf = np.zeros(v.shape, v.dtype) if had is None else np.array(had, dtype=v.dtype)
+        pending[k], sliced[k] = buf, (x, buf)
+        if had is None and x._op is not None and k not in stop:
+            heappush(heap, (-x._seq, x))
+    op: Any = t._op
+    op.vjp_into(buf, g, **t._params)
+
+
+def _deliver_slices(sliced: dict[int, tuple[TensorBase, np.ndarray]], to_leaves: bool,
+                    found: dict[int, Any], handed: set[int]) -> None:
+    """At the sweep's end, the buffers left in `sliced` (those of leaves and requested inputs,
+    whose turn never comes) reach them as any gradient does."""
+    for x, buf in sliced.values():
+        _deliver(x, buf, to_leaves, found, handed)
 
 
 def _deliver(t: TensorBase, g: Any, to_leaves: bool, found: dict[int, Any],

@@ -13,6 +13,9 @@ dispatch sends `np.exp`, `np.where`, … back into this table, so the VJP itself
 ("y"): the tape keeps those values unchangeable. `numpy` is the NumPy function that dispatches
 to the row when the row is itself the public function. `kernel`, where given, is a faster
 forward from kernels.py that computes the same thing; plain mode runs `forward` instead.
+`vjp_into`, where given (an op with one input), adds the input's gradient into a buffer of its
+shape in place (`buf += x̄`, x̄ as the rule gives it, never built whole): the sweep sums many
+slices of one Tensor that way, each at the cost of its own size.
 """
 
 from __future__ import annotations
@@ -34,14 +37,19 @@ class Primitive:
     """One row of the table. Calling it applies it: `rules.exp(t)` records exp on the tape."""
 
     __slots__ = ("name", "forward", "run", "rule_vjps", "vjps", "vjp_all", "reads", "reads_all",
-                 "reads_inputs", "reads_output", "reads_any", "math", "numpy")
+                 "reads_inputs", "reads_output", "reads_any", "math", "numpy", "vjp_into")
 
     def __init__(self, name: str, forward: Callable[..., Any],
                  vjps: tuple[Callable[..., Any], ...] = (),
                  vjp_all: Callable[..., Any] | None = None, reads: str = "", math: str = "",
                  numpy: Any = None, kernel: Callable[..., Any] | None = None,
-                 kernel_vjps: tuple[Callable[..., Any] | None, ...] = ()) -> None:
+                 kernel_vjps: tuple[Callable[..., Any] | None, ...] = (),
+                 vjp_into: Callable[..., None] | None = None) -> None:
         self.name, self.forward, self.rule_vjps, self.vjp_all = name, forward, vjps, vjp_all
+        if vjp_into is not None and len(vjps) != 1:
+            raise ValueError(f"{name}: vjp_into is for an op with one input (the sweep then "
+                             f"runs it instead of the rule), got {len(vjps)} rules")
+        self.vjp_into = vjp_into
         self.reads, self.math, self.numpy = reads, math, numpy
         self.reads_all = "x" in reads  # every input; else the digits name the inputs read
         self.reads_inputs = tuple(int(c) for c in reads if c.isdigit())
@@ -62,14 +70,15 @@ class Primitive:
 def primitive(*vjps: Callable[..., Any], reads: str = "xy",
               vjp_all: Callable[..., Any] | None = None, numpy: Any = None,
               kernel: Callable[..., Any] | None = None,
-              kernel_vjps: tuple[Callable[..., Any] | None, ...] = ()
+              kernel_vjps: tuple[Callable[..., Any] | None, ...] = (),
+              vjp_into: Callable[..., None] | None = None
               ) -> Callable[[Callable[..., Any]], Primitive]:
     """Make a NumPy forward a row of the table; its docstring is the math. `vjps`: one rule per
     input, `(g, y, *inputs) -> that input's gradient`, written with NumPy functions so that for
     higher order they run on Tensors and are recorded."""
     def make(forward: Callable[..., Any]) -> Primitive:
         return Primitive(forward.__name__, forward, vjps, vjp_all, reads,
-                         (forward.__doc__ or "").strip(), numpy, kernel, kernel_vjps)
+                         (forward.__doc__ or "").strip(), numpy, kernel, kernel_vjps, vjp_into)
     return make
 
 
@@ -302,7 +311,8 @@ def _getitem_vjp(g, y, x, index, basic):
     return scatter_add.forward(g, index=index, shape=x.shape, basic=basic)
 
 
-@primitive(_getitem_vjp, reads="")
+@primitive(_getitem_vjp, reads="",
+           vjp_into=lambda buf, g, index, basic: _add_at(buf, index, g, basic))
 def getitem(x, index, basic):
     """y = x[index];  x̄ = zeros with ḡ added at index   (repeated indices accumulate)"""
     return x[index]
@@ -312,11 +322,47 @@ def getitem(x, index, basic):
 def scatter_add(src, index, shape, basic):
     """y = zeros(shape) with src added at index;  s̄rc = ḡ[index]"""
     out = np.zeros(shape, dtype=np.result_type(src))
-    if basic:
-        out[index] = src  # a basic index never repeats an element
-    else:
-        np.add.at(out, index, src)
+    _add_at(out, index, src, basic)
     return out
+
+
+def _add_at(out, index, src, basic):
+    """out[index] += src in place, where a position picked k times gets the sum of its k values
+    (np.add.at's meaning). out is C-contiguous (a fresh np.zeros): its rows are written through
+    a reshaped view."""
+    if basic:
+        out[index] += src  # a basic index never picks an element twice
+        return
+    rows, pos, src = _picked_rows(out, index, src)
+    if src.size == 0:
+        return
+    # Number the distinct rows picked (np.unique sorts them); bincount then sums each pick's
+    # row into its number's row, every element in one pass, in float64 and in the picks' order
+    # (float64 gets np.add.at's sums exactly, float32 them rounded once). Each picked row of out
+    # is written once, and no other row is touched.
+    picked, number = np.unique(pos, return_inverse=True)
+    width = rows.shape[1]
+    slots = (number.reshape((-1, 1)) * width + np.arange(width)).reshape(-1)
+    sums = np.bincount(slots, weights=src.reshape(-1), minlength=picked.size * width)
+    rows[picked] += sums.reshape((picked.size, width)).astype(rows.dtype, copy=False)
+
+
+def _picked_rows(out, index, src):
+    """out as rows, the row each pick of out[index] lands in, and src as one row per pick.
+    One integer array picks whole rows of the first axis (an embedding's lookup): its rows
+    are out's rows. Any other index picks single elements, found by indexing their positions."""
+    if isinstance(index, np.ndarray) and index.dtype.kind in "iu" and out.ndim:
+        pos = index.reshape(-1).astype(np.intp)
+        pos[pos < 0] += out.shape[0]  # a negative index counts from the end
+        rows = out.reshape((out.shape[0], math.prod(out.shape[1:])))
+        picked = index.shape + out.shape[1:]
+    else:
+        pos = np.arange(out.size).reshape(out.shape)[index]
+        rows, picked = out.reshape((out.size, 1)), pos.shape
+        pos = pos.reshape(-1)
+    if np.shape(src) != picked:  # only then: bincount copies a read-only view such as this
+        src = np.broadcast_to(src, picked)
+    return rows, pos, src.reshape((pos.size, rows.shape[1]))
 
 
 @primitive(lambda g, y, x, pad_width, constant_values:

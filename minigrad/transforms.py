@@ -9,6 +9,10 @@ nesting needs: `grad(grad(f))`, `hessian = jacobian(grad(f))`, `hvp` as reverse-
 and `jvp` by transposing a VJP (the VJP is linear in its upstream `u`, so differentiating
 ⟨vjp(u), t⟩ with respect to u gives J·t). No Jacobian is built, except by `jacobian`/`hessian`
 themselves, one VJP per output element.
+
+An argument of grad, value_and_grad, vjp and jvp may be a pytree: dicts, lists and tuples nesting
+Tensors, arrays and numbers. Each leaf is an input of its own, and the gradients come back in
+the argument's structure.
 """
 
 from __future__ import annotations
@@ -88,6 +92,55 @@ def _as_input(a: ArrayLike) -> Tensor:
     return Tensor(a, requires_grad=True)
 
 
+# --- pytrees: an argument may be a dict, list or tuple nesting Tensors, arrays and numbers ---
+def _is_node(a: Any) -> bool:
+    """A container to look inside: a dict, or a list or tuple holding a Tensor, an array, None or
+    another container. A list of plain numbers stays one leaf, read as an array."""
+    if isinstance(a, dict):
+        return True
+    return isinstance(a, (list, tuple)) and any(
+        v is None or isinstance(v, (TensorBase, np.ndarray, dict)) or _is_node(v) for v in a)
+
+
+def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
+    """tree with fn applied to each leaf, in order; the structure is kept (a dict's keys and
+    their order, list, tuple, namedtuple), and None stays None."""
+    if tree is None:
+        return None
+    if isinstance(tree, dict):
+        return {k: _tree_map(fn, v) for k, v in tree.items()}
+    if not _is_node(tree):
+        return fn(tree)
+    items = [_tree_map(fn, v) for v in tree]
+    if isinstance(tree, tuple):
+        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)
+    return items
+
+
+def _tree_leaves(trees: Sequence[Any]) -> list[Any]:
+    """The leaves of each tree in turn, in _tree_map's order."""
+    leaves: list[Any] = []
+    for tree in trees:
+        _tree_map(leaves.append, tree)
+    return leaves
+
+
+def _tree_inputs(tree: Any, name: str, i: int) -> Any:
+    """tree with each leaf made an input to differentiate at (`_as_input`)."""
+    def one(a: Any) -> Tensor:
+        try:
+            return _as_input(a)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}: argument {i} holds a {type(a).__name__} that is not a "
+                            f"Tensor, an array or a number ({e}); arguments may be those, or "
+                            f"dicts, lists and tuples of them") from None
+    return _tree_map(one, tree)
+
+
+def _detached(a: Any) -> Any:
+    return a.detach() if isinstance(a, Tensor) else a
+
+
 def _wants_graph(originals: Sequence[Any]) -> bool:
     """Record the VJPs when nested in another transform or when an input is on a tape already."""
     return MODES.grad_enabled and (MODES.transform_depth > 0 or any(
@@ -103,9 +156,19 @@ def _closes_over_tape(out: Tensor, xs: Sequence[Tensor]) -> bool:
     return any(t._op is None and id(t) not in stop for t in toposort(out, stop))
 
 
+class NotOneElementError(ShapeMismatchError, TypeError):
+    """grad's f returned more than one element: a TypeError, as any result grad cannot take,
+    and a ShapeMismatchError (ValueError, RuntimeError), as shape misuse of the transforms."""
+
+
 def _as_output(out: Any, name: str) -> Tensor:
     if isinstance(out, Tensor):
         return out
+    if isinstance(out, (tuple, list, dict)):
+        more = ("; to return more than the value, pass has_aux=True and return (value, aux)"
+                if name == "grad" else "")
+        raise TypeError(f"{name}: f must return one Tensor, got a {type(out).__name__} of "
+                        f"length {len(out)}{more}")
     try:
         return Tensor(out)
     except TypeError:
@@ -138,65 +201,85 @@ def _sweep(out: Tensor, upstream: Any, xs: Sequence[Tensor], create: bool,
     return results
 
 
-def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0
-                   ) -> Callable[..., tuple[Tensor, Tensor | tuple[Tensor, ...]]]:
+def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0,
+                   has_aux: bool = False) -> Callable[..., tuple[Any, Any]]:
     """`f`'s value and its gradient with respect to the arguments in argnums.
 
-    f must return one element. The gradient is a Tensor (a tuple for a tuple of argnums).
+    f must return one element; with has_aux, a pair (value, aux), and the result is then
+    ((value, aux), gradient), aux detached as the value is. An argument may be a pytree (a
+    dict, list or tuple nesting Tensors and arrays): its gradient has the same structure. The
+    gradient is a tuple, one per argument, for a tuple of argnums.
     """
     single = isinstance(argnums, int)
     nums: tuple[int, ...] = (argnums,) if isinstance(argnums, int) else tuple(argnums)
 
-    def value_and_grad_f(*args: Any, **kwargs: Any) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
+    def value_and_grad_f(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
         args_l = list(args)
         for i in nums:
             if not -len(args_l) <= i < len(args_l):
                 raise ValueError(f"grad: argnums {argnums} out of range for {len(args_l)} "
                                  f"positional arguments")
-        create = _wants_graph([args_l[i] for i in nums])
-        xs = []
+        create = _wants_graph(_tree_leaves([args_l[i] for i in nums]))
         for i in nums:
-            args_l[i] = _as_input(args_l[i])
-            xs.append(args_l[i])
+            args_l[i] = _tree_inputs(args_l[i], "grad", i)
+        xs = _tree_leaves([args_l[i] for i in nums])
         with _tracing():
-            out = _as_output(f(*args_l, **kwargs), "grad")
+            out, aux = _value_and_aux(f(*args_l, **kwargs), has_aux)
         create = create or _closes_over_tape(out, xs)
         if out.size != 1:
-            raise ShapeMismatchError(f"grad: f must return one element, got shape {out.shape}; "
-                                     f"use mg.vjp or mg.jacobian for other outputs")
-        grads = _sweep(out, np.ones_like(out._data), xs, create, retain=False)
-        value = out if create else out.detach()
-        return value, (grads[0] if single else tuple(grads))
+            raise NotOneElementError(f"grad: f must return one element, got shape "
+                                     f"{out.shape}; use mg.vjp or mg.jacobian for other outputs")
+        grads = iter(_sweep(out, np.ones_like(out._data), xs, create, retain=False))
+        per_arg = tuple(_tree_map(lambda _: next(grads), args_l[i]) for i in nums)
+        value: Any = out if create else out.detach()
+        if has_aux:
+            value = (value, aux if create else _tree_map(_detached, aux))
+        return value, (per_arg[0] if single else per_arg)
 
     value_and_grad_f.__name__ = f"value_and_grad({getattr(f, '__name__', 'f')})"
     return value_and_grad_f
 
 
-def grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0
-         ) -> Callable[..., Tensor | tuple[Tensor, ...]]:
-    """The gradient of a one-element `f` with respect to argnums; nestable: grad(grad(f))."""
-    vg = value_and_grad(f, argnums)
+def _value_and_aux(result: Any, has_aux: bool) -> tuple[Tensor, Any]:
+    """grad's f returns its value, or with has_aux a pair (value, aux)."""
+    if not has_aux:
+        return _as_output(result, "grad"), None
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        got = type(result).__name__
+        if isinstance(result, (tuple, list)):
+            got += f" of length {len(result)}"
+        raise TypeError(f"grad: with has_aux=True, f must return a pair (value, aux), got {got}")
+    return _as_output(result[0], "grad"), result[1]
 
-    def grad_f(*args: Any, **kwargs: Any) -> Tensor | tuple[Tensor, ...]:
-        return vg(*args, **kwargs)[1]
+
+def grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0,
+         has_aux: bool = False) -> Callable[..., Any]:
+    """The gradient of a one-element `f` with respect to argnums; nestable: grad(grad(f)).
+    With has_aux, f returns (value, aux) and the result is (gradient, aux)."""
+    vg = value_and_grad(f, argnums, has_aux)
+
+    def grad_f(*args: Any, **kwargs: Any) -> Any:
+        value, g = vg(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
 
     grad_f.__name__ = f"grad({getattr(f, '__name__', 'f')})"
     return grad_f
 
 
-def vjp(f: Callable[..., Any], *args: ArrayLike
-        ) -> tuple[Tensor, Callable[..., tuple[Tensor, ...]]]:
-    """`(f(*args), vjp_fn)`; `vjp_fn(u)` gives uᵀ·∂f/∂argᵢ for every argument, as a tuple.
+def vjp(f: Callable[..., Any], *args: Any) -> tuple[Tensor, Callable[..., tuple[Any, ...]]]:
+    """`(f(*args), vjp_fn)`; `vjp_fn(u)` gives uᵀ·∂f/∂argᵢ for every argument, as a tuple, each
+    in its argument's structure (an argument may be a pytree, as for `grad`).
 
     vjp_fn may be called many times (the tape is kept as long as vjp_fn lives).
     """
-    create = _wants_graph(args)
-    xs = [_as_input(a) for a in args]
+    create = _wants_graph(_tree_leaves(args))
+    targs = [_tree_inputs(a, "vjp", i) for i, a in enumerate(args)]
+    xs = _tree_leaves(targs)
     with _tracing():
-        out = _as_output(f(*xs), "vjp")
+        out = _as_output(f(*targs), "vjp")
     create = create or _closes_over_tape(out, xs)
 
-    def vjp_fn(upstream: ArrayLike) -> tuple[Tensor, ...]:
+    def vjp_fn(upstream: ArrayLike) -> tuple[Any, ...]:
         # an upstream on a tape keeps the result differentiable with respect to it too
         record = create or (isinstance(upstream, Tensor) and upstream.requires_grad
                             and MODES.grad_enabled)
@@ -207,32 +290,49 @@ def vjp(f: Callable[..., Any], *args: ArrayLike
                                      f"shape {out.shape}")
         if u.dtype != out.dtype and not isinstance(u, Tensor):
             u = u.astype(out.dtype)
-        return tuple(_sweep(out, u, xs, record, retain=True))
+        grads = iter(_sweep(out, u, xs, record, retain=True))
+        return tuple(_tree_map(lambda _: next(grads), a) for a in targs)
 
     return (out if create else out.detach()), vjp_fn
 
 
-def jvp(f: Callable[..., Any], primals: Sequence[ArrayLike], tangents: Sequence[ArrayLike]
-        ) -> tuple[Tensor, Tensor]:
-    """`(f(*primals), J·tangents)`: a forward-mode product, by transposing the VJP (no Jacobian)."""
-    primals, tangents = tuple(primals), tuple(tangents)
-    if len(primals) != len(tangents):
-        raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
-    nested = _wants_graph(primals)
-    xs = [_as_input(p) for p in primals]
+def _jvp_tangents(primals: Sequence[Any], tangents: Sequence[Any], xs: Sequence[Tensor]
+                  ) -> tuple[list[Any], bool]:
+    """The tangents' leaves, one per input leaf, each checked against its primal's structure
+    and shape; and whether one of them is on a tape."""
+    for i, (p, t) in enumerate(zip(primals, tangents)):
+        if _tree_map(lambda _: 0, p) != _tree_map(lambda _: 0, t):
+            raise ValueError(f"jvp: tangent {i} is not structured as primal {i} (a "
+                             f"{type(t).__name__} for a {type(p).__name__}); give a tangent of "
+                             f"the same dicts, lists and tuples")
     ts: list[Any] = []
-    for i, (x, t) in enumerate(zip(xs, tangents)):
+    on_tape = False
+    for i, (x, t) in enumerate(zip(xs, _tree_leaves(tangents))):
         if isinstance(t, Tensor) and t.requires_grad and MODES.grad_enabled:
             tv: Any = t  # on a tape: the result stays differentiable with respect to it
-            nested = True
+            on_tape = True
         else:
             tv = np.asarray(t._data if isinstance(t, Tensor) else t, dtype=x.dtype)
         if tv.shape != x.shape:
             raise ShapeMismatchError(f"jvp: tangent {i} has shape {tv.shape} but primal {i} has "
                                      f"shape {x.shape}")
         ts.append(tv)
+    return ts, on_tape
+
+
+def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
+        ) -> tuple[Tensor, Tensor]:
+    """`(f(*primals), J·tangents)`: a forward-mode product, by transposing the VJP (no Jacobian).
+    A primal may be a pytree (as for `grad`), with a tangent of the same structure."""
+    primals, tangents = tuple(primals), tuple(tangents)
+    if len(primals) != len(tangents):
+        raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    tprimals = [_tree_inputs(p, "jvp", i) for i, p in enumerate(primals)]
+    xs = _tree_leaves(tprimals)
+    ts, on_tape = _jvp_tangents(primals, tangents, xs)
+    nested = on_tape or _wants_graph(_tree_leaves(primals))
     with _tracing():
-        out = _as_output(f(*xs), "jvp")
+        out = _as_output(f(*tprimals), "jvp")
     nested = nested or _closes_over_tape(out, xs)
     with _tracing():
         if not out.requires_grad:
