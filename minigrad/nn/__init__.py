@@ -1,7 +1,22 @@
-"""Networks: `Module` and layers (`modules`), stateless layers and losses (`functional`),
-gradient clipping (`utils`). Names and checkpoint layouts follow PyTorch's `torch.nn`."""
+"""Networks: `Module`, Linear and Sequential (`modules`), the other layers (`layers`), stateless
+layers and losses (`functional`), initialisers (`init`), gradient clipping (`utils`). Names and
+checkpoint layouts follow PyTorch's `torch.nn`."""
 
-from minigrad.nn import functional, utils
+from minigrad.nn import functional, init, utils
+from minigrad.nn.convolution import Conv2d, MaxPool2d
+from minigrad.nn.layers import (
+    ELU,
+    GELU,
+    BatchNorm1d,
+    BatchNorm2d,
+    Dropout,
+    Embedding,
+    Flatten,
+    LayerNorm,
+    LeakyReLU,
+    SiLU,
+    Softplus,
+)
 from minigrad.nn.modules import (
     Identity,
     IncompatibleKeys,
@@ -18,4 +33,9 @@ from minigrad.nn.modules import (
 __all__ = [
     "Identity", "IncompatibleKeys", "Linear", "LogSoftmax", "Module", "ReLU", "Sequential",
     "Sigmoid", "Softmax", "Tanh", "functional", "utils",
+]
+__all__ += ["Conv2d", "MaxPool2d"]  # nn/convolution.py
+__all__ += [  # nn/layers.py, nn/init.py
+    "BatchNorm1d", "BatchNorm2d", "Dropout", "ELU", "Embedding", "Flatten", "GELU", "LayerNorm",
+    "LeakyReLU", "SiLU", "Softplus", "init",
 ]

@@ -114,8 +114,9 @@ class Module:
     def register_buffer(self, name: str, value: Any) -> None:
         """Keep `value` (a Tensor, or anything array-like, stored as a Tensor without grad) as
         `self.<name>`: saved in `state_dict()` but never a parameter, like running statistics.
-        The name stays a buffer: later assignments take a Tensor or None."""
-        if not isinstance(value, Tensor):
+        None registers the name with nothing to save yet (PyTorch's way of declaring a buffer a
+        layer may not have). The name stays a buffer: later assignments take a Tensor or None."""
+        if value is not None and not isinstance(value, Tensor):
             value = Tensor(np.array(value, copy=True))
         registry = _writable_registry(self)
         registry.params.pop(name, None)
