@@ -1,6 +1,6 @@
 """`python -m benchmarks --against REV`: minigrad at git revision REV against the working tree.
 
-    python -m benchmarks --against HEAD                 W0–W5 and W7, 3 rounds
+    python -m benchmarks --against HEAD                 W0–W5, W7 and W8, 3 rounds
     python -m benchmarks --against HEAD~3 --only W1,W2 --rounds 5
     python -m benchmarks --against HEAD~1 --base HEAD   two revisions; the working tree unused
 
@@ -48,7 +48,7 @@ import numpy as np
 from benchmarks import harness, report, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMED = ("W0", "W1", "W2", "W3", "W4", "W5", "W7")  # W6 trains CartPole: not here
+TIMED = ("W0", "W1", "W2", "W3", "W4", "W5", "W7", "W8")  # W6 trains CartPole: not here
 KEYS = ("floor", "old", "new")
 
 Times = dict[tuple[str, str], list[list[float]]]  # (variant, key) -> per round, the repeats

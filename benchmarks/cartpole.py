@@ -1,8 +1,9 @@
 """W6: CartPole end to end. REINFORCE trained to the environment's threshold, three ways.
 
 All three run `examples/cartpole_reinforce.py` itself (its `main(["--seed", S, "--quiet",
-"--episodes", E])`: its loop, its hyperparameters, its acting code, its stopping rule and its
-machine-readable last line), with the engine swapped out where the engine works:
+"--episodes", E, "--runs-dir", TMP])`: its loop, its hyperparameters, its acting code, its
+stopping rule and its machine-readable last line), with the engine swapped out where the engine
+works:
 
 - **minigrad**: the example as it is: it acts in plain NumPy on the parameters' arrays (no tape)
   and updates with one batched forward + backward on the engine and `mg.optim.Adam`.
@@ -35,6 +36,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -61,15 +63,20 @@ def load_example() -> Any:
 
 
 class StepTimer:
-    """Wraps every env made by gymnasium.make / make_vec so that env.step's time is summed."""
+    """Wraps the first env made by gymnasium.make / make_vec (the training env: the example's
+    greedy evaluation after training makes another) so that its env.step's time is summed."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.calls = 0
+        self.wrapped = False
 
     def _wrap(self, make: Any) -> Any:
         def timed_make(*args: Any, **kwargs: Any) -> Any:
             env = make(*args, **kwargs)
+            if self.wrapped:
+                return env
+            self.wrapped = True
             step = env.step
 
             def timed_step(action: Any) -> Any:
@@ -243,8 +250,9 @@ def install_port(impl: str, example: Any) -> None:
 def train(impl: str, seed: int, max_episodes: int, example: Any) -> dict[str, Any]:
     install_port(impl, example)
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = example.main(["--seed", str(seed), "--quiet", "--episodes", str(max_episodes)])
+    with contextlib.redirect_stdout(out), tempfile.TemporaryDirectory() as runs:
+        code = example.main(["--seed", str(seed), "--quiet", "--episodes", str(max_episodes),
+                             "--runs-dir", runs])  # each run's folder goes when it is measured
     lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("seed=")]
     if code not in (0, None) or not lines:
         raise RuntimeError(f"the example exited with {code}: {out.getvalue()[-300:]}")

@@ -1,13 +1,15 @@
 """`python -m benchmarks`: run the workloads, print a markdown table, optionally write JSON.
 
-    python -m benchmarks                  W0–W5, median of 7 repeats of ≥ 0.2 s each
-    python -m benchmarks --full           W0–W7 (W6 trains CartPole: minutes)
+    python -m benchmarks                  W0–W5, W7, W8: median of 7 repeats of ≥ 0.2 s
+    python -m benchmarks --full           W0–W8 (W6 trains CartPole: minutes)
     python -m benchmarks --only W1,W4     a subset (W6 only when named here or with --full)
     python -m benchmarks --quick          smoke run: 3 tiny repeats, short W5 chains, no W6
     python -m benchmarks --check          first assert every implementation's gradients agree
     python -m benchmarks --json out.json --markdown out.md
     python -m benchmarks --against HEAD   minigrad at a git revision against the working tree:
                                           see benchmarks/against.py (--against HEAD --help)
+    python -m benchmarks.scaling          the embedding backward against a sort-based scatter,
+                                          and per-step slicing: see benchmarks/scaling.py
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from benchmarks import harness, report, runner
 from benchmarks.workloads import IMPLS, WORKLOADS, Impl, Variant
 
-ALL = ("W0", "W1", "W2", "W3", "W4", "W5", "W7", "W6")  # W6 last: it trains
+ALL = ("W0", "W1", "W2", "W3", "W4", "W5", "W7", "W8", "W6")  # W6 last: it trains
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

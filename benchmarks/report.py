@@ -15,6 +15,7 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ("W4", "minigrad peak ≤ 4 activations (floor: 2)", "peak_activations", 4.0),
     ("W5-100k", "100,000 ops work; minigrad per op ≤ PyTorch", "ratio_to_torch", 1.0),
     ("W6", "minigrad s per env step ≤ 1.5× NumPy floor", "ratio_to_floor", 1.5),
+    ("W8", "minigrad epoch ≤ 1.2× PyTorch", "ratio_to_torch", 1.2),
 )
 
 

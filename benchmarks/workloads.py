@@ -1,4 +1,4 @@
-"""Workloads W0–W5, each written several ways that compute the same thing.
+"""Workloads W0–W5, W7 and W8, each written several ways that compute the same thing.
 
 - **numpy**: the floor. A hand-written forward and backward, the straightforward code a careful
   person writes (in place where that is natural, no wasted work, no tricks beyond that).
@@ -548,6 +548,185 @@ def w7(quick: bool) -> list[Variant]:
     return variants
 
 
+# =============================================================================================
+# W8: one epoch of examples/digits_cnn.py's network on the 8×8 digits
+# =============================================================================================
+# Conv2d(1, 16, 3, padding=1) → ReLU → MaxPool2d(2) → Conv2d(16, 32, 3, padding=1) → ReLU →
+# MaxPool2d(2) → Flatten → Linear(128, 10), cross-entropy, Adam at 3e-3, batches of 32, float64.
+# A step is one epoch from the same initial weights and a fresh Adam; `--check` compares the
+# gradients of its first batch (the trained weights themselves are no test: where a gradient is
+# about 0, Adam turns a difference in the last bit into a step of ±lr).
+def _digits(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """The training images (N, 1, 8, 8) in [0, 1] and labels: scikit-learn's digits (80% of
+    them, as the example splits), or random images of that shape when it is not installed."""
+    n = 256 if quick else 1437
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        rng = np.random.default_rng(80)
+        return (rng.uniform(size=(n, 1, 8, 8)), rng.integers(0, 10, n),
+                "random 8×8 images (scikit-learn not installed)")
+    d = load_digits()
+    order = np.random.default_rng(0).permutation(len(d.target))[360:360 + n]
+    return (d.images[order] / 16.0)[:, None], d.target[order].astype(np.int64), "digits"
+
+
+def _cnn_params(seed: int) -> dict[str, np.ndarray]:
+    """PyTorch's layout and default init (U(±1/√fan_in)), keyed as the Sequential's."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, shape in (("0", (16, 1, 3, 3)), ("3", (32, 16, 3, 3)), ("7", (10, 128))):
+        bound = 1 / np.sqrt(np.prod(shape[1:]))
+        out[f"{key}.weight"] = rng.uniform(-bound, bound, shape)
+        out[f"{key}.bias"] = rng.uniform(-bound, bound, shape[0])
+    return out
+
+
+def _numpy_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3×3, padding 1, on channels-last x (N, H, W, C): the output (N, H, W, O) and the im2col
+    rows (N·H·W, 9·C), kept for the weight gradient."""
+    n, h, wd, c = x.shape
+    xp = np.zeros((n, h + 2, wd + 2, c))
+    xp[:, 1:-1, 1:-1] = x
+    s = xp.strides
+    rows = np.lib.stride_tricks.as_strided(xp, (n, h, wd, 3, 3, c), s[:3] + s[1:]).reshape(
+        n * h * wd, 9 * c)
+    y = rows @ w.transpose(2, 3, 1, 0).reshape(9 * c, -1)
+    y += b
+    return y.reshape(n, h, wd, -1), rows
+
+
+def _numpy_conv_dx(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The input gradient of _numpy_conv: each window's share added back, offset by offset."""
+    n, h, wd, o = g.shape
+    c = w.shape[1]
+    shares = (g.reshape(-1, o) @ w.transpose(0, 2, 3, 1).reshape(o, 9 * c)).reshape(
+        n, h, wd, 9, c)
+    dxp = np.zeros((n, h + 2, wd + 2, c))
+    for k in range(9):
+        dxp[:, k // 3:k // 3 + h, k % 3:k % 3 + wd] += shares[:, :, :, k]
+    return dxp[:, 1:-1, 1:-1]
+
+
+def _numpy_pool(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2×2 max pool of a (N, H, W, C): the pool and, as PyTorch, each window's first maximum
+    (ties are common: a blank patch of a digit gives the same positive value everywhere)."""
+    n, h, w, c = a.shape
+    win = a.reshape(n, h // 2, 2, w // 2, 2, c)
+    y = win.max(axis=(2, 4))
+    first = np.zeros(win.shape, dtype=bool)
+    free = np.ones(y.shape, dtype=bool)
+    for p in (0, 1):
+        for q in (0, 1):
+            hit = (win[:, :, p, :, q] == y) & free
+            first[:, :, p, :, q] = hit
+            free ^= hit
+    return y, first
+
+
+def numpy_cnn_epoch(x: np.ndarray, labels: np.ndarray, params: dict[str, np.ndarray],
+                    lr: float, batch: int) -> list[dict[str, np.ndarray]]:
+    """One epoch of hand-written forward, backward and Adam (torch.optim.Adam's update);
+    returns the first batch's gradients and the trained parameters."""
+    p = {k: v.copy() for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v2 = {k: np.zeros_like(v) for k, v in p.items()}
+    first: dict[str, np.ndarray] = {}
+    for t, i in enumerate(range(0, len(labels), batch), start=1):
+        xb, yb = x[i:i + batch].transpose(0, 2, 3, 1), labels[i:i + batch]
+        nb = len(yb)
+        a1, rows1 = _numpy_conv(xb, p["0.weight"], p["0.bias"])
+        np.maximum(a1, 0, out=a1)
+        h1, where1 = _numpy_pool(a1)
+        a2, rows2 = _numpy_conv(h1, p["3.weight"], p["3.bias"])
+        np.maximum(a2, 0, out=a2)
+        h2, where2 = _numpy_pool(a2)
+        flat = h2.transpose(0, 3, 1, 2).reshape(nb, -1)  # PyTorch's Flatten order: (C, H, W)
+        z = flat @ p["7.weight"].T + p["7.bias"]
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        dz = e / e.sum(axis=1, keepdims=True)
+        dz[np.arange(nb), yb] -= 1
+        dz /= nb
+        g = {"7.weight": dz.T @ flat, "7.bias": dz.sum(axis=0)}
+        dh2 = (dz @ p["7.weight"]).reshape(nb, 32, 2, 2).transpose(0, 2, 3, 1)
+        da2 = (where2 * dh2[:, :, None, :, None]).reshape(a2.shape) * (a2 > 0)
+        g["3.weight"] = (da2.reshape(-1, 32).T @ rows2).reshape(32, 3, 3, 16).transpose(0, 3, 1, 2)
+        g["3.bias"] = da2.reshape(-1, 32).sum(axis=0)
+        dh1 = _numpy_conv_dx(da2, p["3.weight"])
+        da1 = (where1 * dh1[:, :, None, :, None]).reshape(a1.shape) * (a1 > 0)
+        g["0.weight"] = (da1.reshape(-1, 16).T @ rows1).reshape(16, 3, 3, 1).transpose(0, 3, 1, 2)
+        g["0.bias"] = da1.reshape(-1, 16).sum(axis=0)
+        first = first or g
+        for k, gk in g.items():
+            m[k] += 0.1 * (gk - m[k])
+            v2[k] *= 0.999
+            v2[k] += 0.001 * gk * gk
+            denom = np.sqrt(v2[k]) / np.sqrt(1 - 0.999 ** t) + 1e-8
+            p[k] -= lr / (1 - 0.9 ** t) * (m[k] / denom)
+    return [first, p]
+
+
+def w8(quick: bool) -> list[Variant]:
+    x, labels, source = _digits(quick)
+    params = _cnn_params(seed=8)
+    keys = list(params)
+    lr, batch = 3e-3, 32
+
+    def numpy_impl() -> Impl:
+        return Impl(lambda: numpy_cnn_epoch(x, labels, params, lr, batch),
+                    lambda r: [r[0][k] for k in keys])
+
+    def minigrad_impl() -> Impl:
+        nn = mg.nn
+        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(128, 10))
+        loss_fn = nn.functional.cross_entropy
+
+        def step() -> Any:
+            model.load_state_dict(params)
+            opt = mg.optim.Adam(model.parameters(), lr=lr)
+            first = None
+            for i in range(0, len(labels), batch):
+                loss = loss_fn(model(mg.Tensor(x[i:i + batch])), labels[i:i + batch])
+                opt.zero_grad()
+                loss.backward()
+                first = first or [p.grad.copy() for p in model.parameters()]
+                opt.step()
+            return first, model.state_dict()
+        return Impl(step, lambda r: r[0])
+
+    def torch_impl() -> Impl:
+        torch = torch_module()
+        tnn = torch.nn
+        model = tnn.Sequential(tnn.Conv2d(1, 16, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
+                               tnn.Conv2d(16, 32, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
+                               tnn.Flatten(), tnn.Linear(128, 10)).double()
+        init = {k: torch.from_numpy(v) for k, v in params.items()}
+        tx, ty = torch.from_numpy(x), torch.from_numpy(labels)
+
+        def step() -> Any:
+            model.load_state_dict(init)
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            first = None
+            for i in range(0, len(labels), batch):
+                loss = tnn.functional.cross_entropy(model(tx[i:i + batch]), ty[i:i + batch])
+                opt.zero_grad()
+                loss.backward()
+                first = first or [p.grad.clone() for p in model.parameters()]
+                opt.step()
+            return first, model.state_dict()
+        return Impl(step, lambda r: [g.numpy() for g in r[0]])
+
+    what = (f"digits CNN, one epoch ({len(labels)} images, batches of {batch}, Adam), "
+            f"float64; {source}")
+    return [Variant("W8", "W8", what, dict(numpy=numpy_impl, minigrad=minigrad_impl,
+                                          torch=torch_impl), rtol=1e-7,
+                    notes=["W8: a step is an epoch; --check compares its first batch's "
+                           "gradients"])]
+
+
 WORKLOADS: dict[str, Callable[[bool], list[Variant]]] = {
-    "W0": w0, "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W7": w7,
+    "W0": w0, "W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W7": w7, "W8": w8,
 }

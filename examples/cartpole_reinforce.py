@@ -23,49 +23,78 @@ The algorithm (Williams' REINFORCE with a normalised-return baseline):
    ten-step episodes, the normalised returns reward whatever the first steps did, and without it
    about one seed in 200 collapses to always pushing one way and never recovers.
 
-The saved policy (`--save`, and what `--eval` plays greedily) is an exponential moving average
-of the weights over the last ~20 updates (`--average 0.95`, Polyak averaging). The last weights
-are one noisy REINFORCE step away from that average, and although they solve the task
+The saved policy (`policy.npz`, and what `--eval` plays greedily) is an exponential moving
+average of the weights over the last ~20 updates (`--average 0.95`, Polyak averaging). The last
+weights are one noisy REINFORCE step away from that average, and although they solve the task
 stochastically, played greedily they occasionally let the cart drift off the track (about 1 seed
 in 100 scored below 475 over 20 greedy episodes; with the average, 1 in 500).
 
 Defaults (hidden 32, lr 0.02, 2 episodes per update, gamma 0.99, entropy 0.01, no clipping) were
-chosen on seeds 0-59 and validated on seeds 100-599; `--num-envs N` steps Gymnasium's vector
-CartPole instead (one batched forward per step for all N sub-environments).
+chosen on seeds 0-59 and validated on seeds 100-599; `--num-envs N` steps a vector environment
+instead (Gymnasium's native vector CartPole; other environments N copies in one process), one
+batched forward per step for all N sub-environments. Any Gymnasium environment with discrete
+actions, a flat vector of observations and a time limit fits the policy (`--env Acrobot-v1`).
 
 It stops when the mean return of the last 100 episodes reaches the environment's threshold
-(`env.spec.reward_threshold`: 475 for CartPole-v1, 195 for CartPole-v0). The last line is
-machine-readable:
+(`env.spec.reward_threshold`: 475 for CartPole-v1, 195 for CartPole-v0). Every training run gets
+its own folder under `--runs-dir` (default `runs/`, named by time, environment and seed):
+policy.npz (the checkpoint), curve.csv and curve.png (the learning curve), args.json (the
+arguments) and result.json. Ctrl-C saves the policy trained so far there and exits with status
+130. The last line is machine-readable; `greedy` is the mean return of the saved policy over
+`--eval-episodes` greedy episodes, the same episodes `--eval` plays:
 
-    seed=S solved=yes|no episodes=E steps=N seconds=T mean100=M
+    seed=S solved=yes|no episodes=E steps=N seconds=T mean100=M greedy=G
 
-    python examples/cartpole_reinforce.py                    # train, save runs/…npz and …png
-    python examples/cartpole_reinforce.py --eval runs/cartpole_reinforce.npz   # 20 greedy episodes
-    python examples/cartpole_reinforce.py --seed 3 --quiet   # one line of output
+    python examples/cartpole_reinforce.py                  # train: runs/<time>_CartPole-v1_seed0/
+    python examples/cartpole_reinforce.py --eval runs/<run>/policy.npz       # 20 greedy episodes
+    python examples/cartpole_reinforce.py --eval runs/<run> --gif cartpole.gif   # and watch one
+    python examples/cartpole_reinforce.py --seed 3 --quiet # one line of output, still saved
 
-Needs `gymnasium`; `tqdm` (progress bar) and `matplotlib` (--plot) are optional and imported
-only when used.
+A mistake in the arguments ends with one line on stderr and exit status 2; a checkpoint that
+`--eval` cannot use, with one line naming the file and exit status 1. Needs `gymnasium`; `tqdm`
+(progress bar), `matplotlib` (curve.png) and, for `--gif`, `pygame` (Gymnasium's renderer) and
+Pillow are optional and imported only when used.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import json
 import math
 import os
+import re
+import shlex
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections import deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import numpy as np
 
 import minigrad as mg
 from minigrad import nn, optim
 
+PROG = "cartpole_reinforce.py"
 DEFAULT_ENV = "CartPole-v1"
-DEFAULT_SAVE = os.path.join("runs", "cartpole_reinforce.npz")
-DEFAULT_PLOT = os.path.join("runs", "cartpole_reinforce.png")
+DEFAULT_RUNS_DIR = "runs"
+POLICY_KEYS = ("0.weight", "0.bias", "2.weight", "2.bias")
+GIF_WIDTH = 300  # pixels: half of Gymnasium's 600 x 400 CartPole frame
+GIF_EVERY = 2  # record every 2nd step: CartPole runs at 50 steps per simulated second
+
+
+class ExitError(Exception):
+    """A problem reported as one line on stderr; `status` is the exit status (2: the command
+    line, 1: a file or a missing package)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(" ".join(message.split()))  # one line, whatever the message held
+        self.status = status
 
 
 def make_policy(obs_dim: int, hidden: int, n_actions: int, rng: np.random.Generator
@@ -75,7 +104,7 @@ def make_policy(obs_dim: int, hidden: int, n_actions: int, rng: np.random.Genera
                          nn.Linear(hidden, n_actions, rng=rng))
 
 
-def policy_arrays(policy: nn.Sequential) -> tuple[np.ndarray, ...]:
+def policy_arrays(policy: nn.Module) -> tuple[np.ndarray, ...]:
     """(W1, b1, W2, b2): the parameters' own arrays (Adam updates them in place)."""
     return tuple(p.data for p in policy.parameters())
 
@@ -189,15 +218,66 @@ def update(policy: nn.Sequential, opt: optim.Adam, obs: np.ndarray, actions: np.
     opt.step()
 
 
-def make_env(env_id: str, num_envs: int = 1) -> Any:
+# ---------------------------------------------------------------------------------------------
+# The environment
+# ---------------------------------------------------------------------------------------------
+def import_gym() -> Any:
     try:
         import gymnasium as gym
     except ImportError:
-        sys.exit("this example needs Gymnasium: pip install 'gymnasium>=1.0' "
-                 "(or pip install -e '.[examples]')")
-    if num_envs > 1:  # the native vector CartPole: all sub-environments stepped in NumPy at once
-        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
-    return gym.make(env_id)
+        raise ExitError("this example needs Gymnasium: pip install 'gymnasium>=1.0' "
+                        "(or pip install -e '.[examples]')") from None
+    return gym
+
+
+def make_env(env_id: str, num_envs: int = 1, render: bool = False) -> Any:
+    """Gymnasium's `env_id` (a vector env of `num_envs` when above 1; frames as RGB arrays with
+    `render`), checked to fit the policy. Raises ExitError (status 2) saying what does not fit."""
+    gym = import_gym()
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as e:
+        raise ExitError(f"--env {env_id}: {e}", 2) from None
+    if spec.max_episode_steps is None:
+        raise ExitError(f"--env {env_id}: it has no time limit (max_episode_steps), so an episode "
+                        f"of a poor policy might never end", 2)
+    try:
+        if num_envs > 1:  # the native vector env steps all copies in NumPy at once
+            mode = "vector_entry_point" if spec.vector_entry_point else "sync"
+            env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+        else:
+            env = gym.make(env_id, **({"render_mode": "rgb_array"} if render else {}))
+    except Exception as e:  # a missing dependency (box2d, mujoco, jax, ...) or a broken env
+        raise ExitError(f"--env {env_id}: cannot make it: {e}", 2) from None
+    vector = num_envs > 1
+    problem = unfit(gym, env.single_observation_space if vector else env.observation_space,
+                    env.single_action_space if vector else env.action_space)
+    if vector and problem is None and str(env.metadata.get("autoreset_mode", "")).split(".")[
+            -1] not in ("NEXT_STEP", "next_step"):
+        problem = f"its vector env resets with {env.metadata.get('autoreset_mode')}, not NEXT_STEP"
+    if problem is not None:
+        env.close()
+        raise ExitError(f"--env {env_id}: {problem}; this policy needs discrete actions and a "
+                        f"flat vector of observations (CartPole-v1, Acrobot-v1, ...)", 2)
+    return env
+
+
+def unfit(gym: Any, obs_space: Any, act_space: Any) -> str | None:
+    """Why the spaces do not fit a softmax policy over a flat observation, or None."""
+    if not isinstance(act_space, gym.spaces.Discrete):
+        return f"its actions are {act_space}, not Discrete"
+    if int(act_space.start) != 0 or int(act_space.n) < 2:
+        return f"its actions are {act_space}, not Discrete(n) with n >= 2 starting at 0"
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        return f"its observations are {obs_space}, not a 1-D Box"
+    return None
+
+
+def env_sizes(env: Any) -> tuple[int, int]:
+    """(observation size, number of actions) of a plain or vector env."""
+    obs = getattr(env, "single_observation_space", env.observation_space)
+    act = getattr(env, "single_action_space", env.action_space)
+    return int(obs.shape[0]), int(act.n)
 
 
 def progress(total: int, quiet: bool) -> Any:
@@ -212,102 +292,270 @@ def progress(total: int, quiet: bool) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-def train(args: argparse.Namespace) -> int:
-    rng = np.random.default_rng(args.seed)  # one generator: initialisation, then actions
-    env = make_env(args.env, args.num_envs)
-    threshold = env.spec.reward_threshold
-    space = env.single_observation_space if args.num_envs > 1 else env.observation_space
-    n_actions = int((env.single_action_space if args.num_envs > 1 else env.action_space).n)
-    policy = make_policy(space.shape[0], args.hidden, n_actions, rng)
-    opt = optim.Adam(policy.parameters(), lr=args.lr)
-    play = play_vector_env if args.num_envs > 1 else play_one_env
+# Files: checked before any work, written so that a run is never overwritten
+# ---------------------------------------------------------------------------------------------
+def check_output_file(option: str, path: str) -> None:
+    """Fail now, not after training: `path` must be writable in a directory that exists."""
+    directory = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise ExitError(f"{option} {path}: that is a directory; give a file name", 2)
+    if not os.path.isdir(directory):
+        raise ExitError(f"{option} {path}: the directory {directory} does not exist", 2)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ExitError(f"{option} {path}: the directory {directory} is not writable", 2)
 
-    ep_returns: list[float] = []
+
+def new_run_dir(parent: str, env_id: str, seed: int) -> str:
+    """Create and return a fresh folder parent/<time>_<env>_seed<S>, with -2, -3, ... added
+    when that name is taken (os.mkdir fails on an existing folder, also between processes)."""
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise ExitError(f"--runs-dir {parent}: that is not a directory", 2)
+    stem = (f"{time.strftime('%Y%m%d-%H%M%S')}_{re.sub(r'[^A-Za-z0-9._-]+', '-', env_id)}"
+            f"_seed{seed}")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        for i in range(1, 10_000):
+            path = os.path.join(parent, stem if i == 1 else f"{stem}-{i}")
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path)
+                return path
+    except OSError as e:
+        raise ExitError(f"--runs-dir {parent}: cannot create a run folder there: "
+                        f"{e.strerror or e}", 2) from None
+    raise ExitError(f"--runs-dir {parent}: 10,000 runs named {stem} already", 2)
+
+
+def shell_path(path: str) -> str:
+    """`path` as a shell word, relative to the current directory when it is inside it."""
+    rel = os.path.relpath(path)
+    outside = rel == os.pardir or rel.startswith(os.pardir + os.sep)
+    return shlex.quote(path if outside else rel)
+
+
+def eval_command(policy_path: str) -> str:
+    """The command that evaluates a saved policy, runnable as printed from this directory."""
+    return (f"{shell_path(sys.executable)} {shell_path(os.path.abspath(__file__))} --eval "
+            f"{shlex.quote(policy_path)}")
+
+
+def can_draw_gif() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("PIL", "pygame"))
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C waits until the block is done (a run being saved is saved whole), then raises."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None
+                      else signal.default_int_handler)
+    if pressed:
+        raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+class Run:
+    """What training has produced so far: enough to save it at any moment, Ctrl-C included."""
+
+    def __init__(self, policy: nn.Sequential, opt: optim.Adam) -> None:
+        self.policy, self.opt = policy, opt
+        self.average = [p.data.copy() for p in policy.parameters()]  # Polyak average
+        self.returns: list[float] = []
+        self.steps = 0
+        self.solved = False
+        self.interrupted = False
+        self.seconds = 0.0
+
+    @property
+    def mean100(self) -> float:
+        last = self.returns[-100:]
+        return sum(last) / len(last) if last else 0.0
+
+
+def learn(args: argparse.Namespace, env: Any, run: Run, rng: np.random.Generator,
+          threshold: float | None, bar: Any) -> None:
+    """Play and update until solved or `args.episodes` episodes: fills `run` as it goes."""
+    play = play_vector_env if args.num_envs > 1 else play_one_env
     last100: deque[float] = deque(maxlen=100)
-    mean100 = 0.0
-    steps = 0
     batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # obs, actions, returns
-    solved = False
-    average = [p.data.copy() for p in policy.parameters()]  # Polyak average of the weights
-    bar = progress(args.episodes, args.quiet)
-    t0 = time.perf_counter()
-    for obs, actions, rewards, cut in play(env, policy, rng, args.seed):
-        steps += len(rewards)
+    for obs, actions, rewards, cut in play(env, run.policy, rng, args.seed):
+        run.steps += len(rewards)
         total = float(sum(rewards))
-        ep_returns.append(total)
+        run.returns.append(total)
         last100.append(total)
         mean100 = sum(last100) / len(last100)
         if bar is not None:
             bar.update(1)
-            if len(ep_returns) % 10 == 1:
+            if len(run.returns) % 10 == 1:
                 bar.set_postfix(ret=f"{total:.0f}", mean100=f"{mean100:.1f}", refresh=False)
-        if len(last100) == 100 and mean100 >= threshold:
-            solved = True
-            break
-        if len(ep_returns) == args.episodes:
-            break
+        if threshold is not None and len(last100) == 100 and mean100 >= threshold:
+            run.solved = True
+            return
+        if len(run.returns) == args.episodes:
+            return
         # An episode cut by the time limit did not fail: bootstrap its tail with the value of
         # surviving forever, 1 / (1 - gamma), rather than 0.
         tail = 1.0 / (1.0 - args.gamma) if cut and args.gamma < 1 else 0.0
         batch.append((obs, actions, returns_to_go(rewards, args.gamma, tail)))
         if len(batch) == args.batch_episodes:
-            update(policy, opt, np.concatenate([b[0] for b in batch]),
+            update(run.policy, run.opt, np.concatenate([b[0] for b in batch]),
                    np.concatenate([b[1] for b in batch]), np.concatenate([b[2] for b in batch]),
                    args.entropy, args.clip)
             batch = []
-            for avg, p in zip(average, policy.parameters()):
+            for avg, p in zip(run.average, run.policy.parameters()):
                 avg += (1.0 - args.average) * (p.data - avg)
-    seconds = time.perf_counter() - t0
-    env.close()
-    if bar is not None:
-        bar.set_postfix(mean100=f"{mean100:.1f}")
-        bar.close()
 
-    if args.save:
-        _save(args, policy, average, opt, len(ep_returns))
-        if not args.quiet:
-            print(f"saved the policy to {args.save}  (evaluate: python {sys.argv[0]} "
-                  f"--eval {args.save})")
-    if args.plot:
-        if _plot(args.plot, ep_returns, threshold, args) and not args.quiet:
-            print(f"saved the learning curve to {args.plot}")
+
+def close_bar(bar: Any, run: Run) -> None:
+    if bar is None:
+        return
+    if run.solved:
+        bar.total = bar.n  # solved early: the bar ends full, not at n of --episodes
+    state = "interrupted" if run.interrupted else "solved" if run.solved else "not solved"
+    bar.set_postfix_str(f"{state}: mean100={run.mean100:.1f}", refresh=False)
+    bar.close()
+
+
+def train(args: argparse.Namespace) -> int:
+    env = make_env(args.env, args.num_envs)  # checked first: a bad --env never makes a folder
+    for option, path in (("--save", args.save), ("--plot", args.plot)):
+        if path:
+            check_output_file(option, path)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise ExitError("--plot needs matplotlib: pip install matplotlib (or -e '.[examples]')")
+    run_dir = new_run_dir(args.runs_dir, args.env, args.seed)
+    threshold = import_gym().spec(args.env).reward_threshold
+    rng = np.random.default_rng(args.seed)  # one generator: initialisation, then actions
+    obs_dim, n_actions = env_sizes(env)
+    policy = make_policy(obs_dim, args.hidden, n_actions, rng)
+    run = Run(policy, optim.Adam(policy.parameters(), lr=args.lr))
+    bar = None
+    t0 = time.perf_counter()
+    try:
+        bar = progress(args.episodes, args.quiet)
+        learn(args, env, run, rng, threshold, bar)
+    except KeyboardInterrupt:
+        run.interrupted = True
+    finally:
+        run.seconds = time.perf_counter() - t0
+        env.close()
+        close_bar(bar, run)
+    policy_path = os.path.join(run_dir, "policy.npz")
+    if run.interrupted:
+        with interrupts_deferred():
+            save_run(args, run, run_dir, threshold)
+        print(f"interrupted at episode {len(run.returns)}: saved the policy so far to "
+              f"{policy_path}; evaluate it: {eval_command(policy_path)}", file=sys.stderr)
+        return 130
+    with interrupts_deferred():
+        files = save_run(args, run, run_dir, threshold)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # making the training env showed them already
+        eval_env = make_env(args.env)
+    try:
+        greedy = greedy_returns(eval_env, tuple(run.average), args.eval_episodes, args.seed)
+    except KeyboardInterrupt:
+        print(f"interrupted during the greedy evaluation; the run is saved in {run_dir}",
+              file=sys.stderr)
+        return 130
+    write_json(os.path.join(run_dir, "result.json"), result(args, run, greedy))
     if not args.quiet:
-        print(f"{'solved' if solved else 'not solved'} {args.env} in {len(ep_returns)} episodes"
-              f" ({steps} env steps, {seconds:.1f} s, {1e6 * seconds / max(steps, 1):.1f} µs "
-              f"per step)")
-    print(f"seed={args.seed} solved={'yes' if solved else 'no'} episodes={len(ep_returns)} "
-          f"steps={steps} seconds={seconds:.2f} mean100={mean100:.1f}")
+        gif_path = shlex.quote(os.path.join(run_dir, "episode.gif"))
+        gif = f" --gif {gif_path}" if can_draw_gif() else ""
+        print(f"saved the run in {run_dir}: {', '.join(files + ['result.json'])}")
+        print(f"evaluate the policy{' and watch it' if gif else ''}: "
+              f"{eval_command(policy_path)}{gif}")
+    print(f"seed={args.seed} solved={'yes' if run.solved else 'no'} episodes={len(run.returns)} "
+          f"steps={run.steps} seconds={run.seconds:.2f} mean100={run.mean100:.1f} "
+          f"greedy={float(np.mean(greedy)):.1f}")
     return 0
 
 
-def _save(args: argparse.Namespace, policy: nn.Module, average: list[np.ndarray],
-          opt: optim.Adam, episodes: int) -> None:
+def result(args: argparse.Namespace, run: Run, greedy: list[float] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"env": args.env, "seed": args.seed, "solved": run.solved,
+                           "interrupted": run.interrupted, "episodes": len(run.returns),
+                           "steps": run.steps, "seconds": round(run.seconds, 3),
+                           "mean100": run.mean100}
+    if greedy is not None:
+        out.update(greedy_mean=float(np.mean(greedy)), greedy_returns=greedy)
+    return out
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def save_run(args: argparse.Namespace, run: Run, run_dir: str, threshold: float | None
+             ) -> list[str]:
+    """Write the run's files into run_dir (and to --save / --plot); return their names."""
+    state = checkpoint(args, run)
+    try:
+        mg.save(state, os.path.join(run_dir, "policy.npz"))
+        if args.save:
+            mg.save(state, args.save)
+        with open(os.path.join(run_dir, "curve.csv"), "w", encoding="utf-8") as f:
+            f.write("episode,return,mean100\n")
+            for i, (r, m) in enumerate(zip(run.returns, moving_mean(run.returns)), start=1):
+                f.write(f"{i},{r:g},{m:.6g}\n")
+        write_json(os.path.join(run_dir, "args.json"), vars(args))
+        if run.interrupted:
+            write_json(os.path.join(run_dir, "result.json"), result(args, run, None))
+    except OSError as e:
+        raise ExitError(f"cannot write the run to {run_dir}: {e.strerror or e}") from None
+    files = ["policy.npz", "curve.csv"]
+    if importlib.util.find_spec("matplotlib") is None:
+        if not args.quiet:
+            print("(curve.png skipped: matplotlib is not installed; curve.csv has the data)",
+                  file=sys.stderr)
+    else:
+        for path in (os.path.join(run_dir, "curve.png"), args.plot):
+            if path:
+                plot(path, run.returns, threshold, args)
+        files.append("curve.png")
+    return files + ["args.json"]
+
+
+def checkpoint(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     """"policy": the averaged weights (what --eval plays); "policy_last" and "optimizer": the
     last weights and Adam's state. Both policies load into the same torch.nn.Sequential."""
-    os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
-    averaged = {name: avg.copy() for (name, _), avg in zip(policy.named_parameters(), average)}
-    mg.save({"policy": averaged, "policy_last": policy.state_dict(),
-             "optimizer": opt.state_dict(),
-             "config": {"env": args.env, "hidden": args.hidden, "seed": args.seed,
-                        "episodes": episodes, "average": args.average}}, args.save)
+    averaged = {name: avg.copy() for (name, _), avg in zip(run.policy.named_parameters(),
+                                                            run.average)}
+    return {"policy": averaged, "policy_last": run.policy.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "config": {"env": args.env, "hidden": args.hidden, "seed": args.seed,
+                       "episodes": len(run.returns), "average": args.average,
+                       "solved": run.solved, "interrupted": run.interrupted}}
 
 
-def _plot(path: str, ep_returns: list[float], threshold: float,
-          args: argparse.Namespace) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(--plot skipped: matplotlib is not installed)", file=sys.stderr)
-        return False
-    r = np.asarray(ep_returns)
-    mean = np.convolve(r, np.ones(100), "full")[: len(r)] / np.minimum(np.arange(1, len(r) + 1),
-                                                                        100)
+def moving_mean(returns: list[float], window: int = 100) -> np.ndarray:
+    """The mean of the last `window` returns (fewer at the start) at each episode."""
+    c = np.concatenate([[0.0], np.cumsum(returns)])
+    i = np.arange(1, len(returns) + 1)
+    return (c[i] - c[np.maximum(i - window, 0)]) / np.minimum(i, window)
+
+
+def plot(path: str, returns: list[float], threshold: float | None,
+         args: argparse.Namespace) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    episodes = np.arange(1, len(returns) + 1)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(np.arange(1, len(r) + 1), r, lw=0.8, alpha=0.45, label="episode return")
-    ax.plot(np.arange(1, len(r) + 1), mean, lw=2, label="mean of the last 100")
-    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"solved: {threshold:g}")
+    ax.plot(episodes, returns, lw=0.8, alpha=0.45, label="episode return")
+    ax.plot(episodes, moving_mean(returns), lw=2, label="mean of the last 100")
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=1, label=f"solved: {threshold:g}")
     ax.set_xlabel("episode")
     ax.set_ylabel("return")
     ax.set_title(f"REINFORCE on {args.env} with minigrad (seed {args.seed}, hidden {args.hidden},"
@@ -315,100 +563,285 @@ def _plot(path: str, ep_returns: list[float], threshold: float,
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise ExitError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------
-def evaluate(args: argparse.Namespace) -> int:
-    ckpt = mg.load(args.eval)
-    config = ckpt.get("config", {})
-    env_id = args.env or str(config.get("env", DEFAULT_ENV))
-    env = make_env(env_id)
-    sd = ckpt["policy"]
-    hidden = int(sd["0.weight"].shape[0])
-    policy = make_policy(env.observation_space.shape[0], hidden, env.action_space.n,
-                         np.random.default_rng(0))
-    policy.load_state_dict(sd)
-    params = policy_arrays(policy)
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+def greedy_returns(env: Any, params: tuple[np.ndarray, ...], episodes: int, seed: int,
+                   gif: Gif | None = None, say: Callable[[str], None] | None = None
+                   ) -> list[float]:
+    """Returns of `episodes` greedy episodes (the first seeded with seed + 1000, the rest
+    following on), frames of the first one into `gif`. Closes env."""
     returns = []
-    for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 1000 if episode == 0 else None)
-        total, done = 0.0, False
-        while not done:
-            a = int(np.argmax(action_probs(params, obs)))  # greedy
-            obs, r, terminated, truncated, _ = env.step(a)
-            total += float(r)
-            done = terminated or truncated
-        returns.append(total)
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + 1000 if episode == 0 else None)
+            recorder = gif if episode == 0 else None
+            if recorder is not None:
+                recorder.add(env.render())
+            total, done, t = 0.0, False, 0
+            while not done:
+                a = int(np.argmax(action_probs(params, obs)))
+                obs, r, terminated, truncated, _ = env.step(a)
+                total += float(r)
+                t += 1
+                done = terminated or truncated
+                if recorder is not None and (t % GIF_EVERY == 0 or done):
+                    recorder.add(env.render())
+            returns.append(total)
+            if say is not None:
+                say(f"episode {episode + 1:>3}: return {total:.0f}")
+    finally:
+        env.close()
+    return returns
+
+
+class Gif:
+    """Frames of one episode, downscaled to GIF_WIDTH and reduced to 32 colours as they come,
+    so that a 500-step episode takes a few MB of memory."""
+
+    def __init__(self, every_ms: int) -> None:
+        from PIL import Image
+
+        self.image = Image
+        self.every_ms = every_ms
+        self.frames: list[Any] = []
+
+    def add(self, rgb: np.ndarray) -> None:
+        img = self.image.fromarray(np.ascontiguousarray(rgb))
+        img = img.resize((GIF_WIDTH, max(1, round(img.height * GIF_WIDTH / img.width))),
+                         self.image.Resampling.LANCZOS)
+        self.frames.append(img.quantize(colors=32))
+
+    def save(self, path: str) -> None:
+        """Written beside `path` and renamed over it: never a half-written GIF."""
+        tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
+        try:
+            self.frames[0].save(tmp, format="GIF", save_all=True, append_images=self.frames[1:],
+                                duration=self.every_ms, loop=0)
+            os.replace(tmp, path)
+        except BaseException as e:  # Ctrl-C included: no temporary file stays behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise ExitError(f"--gif {path}: cannot write it: {e.strerror or e}") from None
+            raise
+
+
+def gif_recorder(path: str) -> Gif:
+    """Checks that a GIF can be written to `path` and drawn, before anything is played."""
+    check_output_file("--gif", path)
+    if importlib.util.find_spec("PIL") is None:
+        raise ExitError("--gif needs Pillow: pip install pillow (or pip install -e '.[examples]')")
+    if importlib.util.find_spec("pygame") is None:
+        raise ExitError("--gif needs pygame, which Gymnasium draws with: pip install "
+                        "'gymnasium[classic-control]' (or pip install -e '.[examples]')")
+    # Gymnasium's renderer opens pygame's display even for frames in memory: SDL's dummy
+    # driver needs no screen, and pygame's greeting would go to stdout.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    return Gif(every_ms=0)
+
+
+def read_policy(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The "policy" state dict and the "config" of a checkpoint; ExitError naming the file and
+    what is wrong with it otherwise. A run's folder stands for its policy.npz."""
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "policy.npz")):
+        path = os.path.join(path, "policy.npz")
+    if not os.path.exists(path):
+        raise ExitError(f"--eval {path}: no such file")
+    if os.path.isdir(path):
+        raise ExitError(f"--eval {path}: that is a directory with no policy.npz in it")
+    try:
+        ckpt = mg.load(path)
+    except ValueError as e:  # mg.load names the file and what is wrong with it
+        raise ExitError(f"--eval {str(e).removeprefix('mg.load: ')}") from None
+    except OSError as e:
+        raise ExitError(f"--eval {path}: cannot read it: {e.strerror or e}") from None
+    if not isinstance(ckpt, dict) or "policy" not in ckpt:
+        keys = ", ".join(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ExitError(f"--eval {path}: no 'policy' entry (it holds: {keys or 'nothing'}); a "
+                        f"checkpoint of this example has one")
+    config = ckpt.get("config")
+    problem = policy_problem(ckpt["policy"])
+    if problem is not None:
+        raise ExitError(f"--eval {path}: its policy {problem}")
+    return ckpt["policy"], config if isinstance(config, dict) else {}
+
+
+def policy_problem(sd: Any) -> str | None:
+    """What keeps a state dict from being a obs -> hidden -> actions policy, or None."""
+    if not isinstance(sd, dict) or set(sd) != set(POLICY_KEYS):
+        have = ", ".join(map(str, sd)) if isinstance(sd, dict) else type(sd).__name__
+        return f"has the entries [{have}], not [{', '.join(POLICY_KEYS)}]"
+    arrays = [sd[k] for k in POLICY_KEYS]
+    for key, a in zip(POLICY_KEYS, arrays):
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+            return f"entry {key} is not an array of real numbers"
+    w1, b1, w2, b2 = arrays
+    if (w1.ndim != 2 or w2.ndim != 2 or b1.shape != (w1.shape[0],)
+            or w2.shape[1] != w1.shape[0] or b2.shape != (w2.shape[0],)):
+        return ("has shapes that do not chain: " +
+                ", ".join(f"{k} {a.shape}" for k, a in zip(POLICY_KEYS, arrays)))
+    if not all(np.isfinite(a).all() for a in arrays):
+        return "holds NaN or infinite weights"
+    return None
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    gif = gif_recorder(args.gif) if args.gif else None
+    sd, config = read_policy(args.eval)
+    env_id = args.env or config.get("env") or DEFAULT_ENV
+    seed = args.seed if args.seed is not None else config.get("seed", 0)
+    if not isinstance(seed, int) or seed < 0:
+        raise ExitError(f"--eval {args.eval}: its config holds the seed {seed!r}, not an "
+                        f"integer of at least 0 (give --seed)")
+    try:
+        env = make_env(str(env_id), render=gif is not None)
+    except ExitError as e:
+        if args.env:
+            raise
+        why = str(e).removeprefix(f"--env {env_id}: ")
+        raise ExitError(f"--eval {args.eval}: its environment {env_id} cannot be used: {why}"
+                        ) from None
+    obs_dim, n_actions = env_sizes(env)
+    w1, w2 = sd["0.weight"], sd["2.weight"]
+    if (w1.shape[1], w2.shape[0]) != (obs_dim, n_actions):
+        env.close()
+        raise ExitError(f"--eval {args.eval}: the policy takes {w1.shape[1]} observations and "
+                        f"chooses among {w2.shape[0]} actions, but {env_id} has {obs_dim} and "
+                        f"{n_actions}")
+    params = tuple(np.asarray(sd[k], dtype=np.float64) for k in POLICY_KEYS)
+    if gif is not None:
+        gif.every_ms = 10 * round(100 * GIF_EVERY / env.metadata.get("render_fps", 50))
+    returns = greedy_returns(env, params, args.eval_episodes, seed, gif,
+                             None if args.quiet else print)
+    if gif is not None:
+        gif.save(args.gif)
         if not args.quiet:
-            print(f"episode {episode + 1:>3}: return {total:.0f}")
-    env.close()
+            print(f"saved {len(gif.frames)} frames of episode 1 (return {returns[0]:.0f}) to "
+                  f"{args.gif}")
     r = np.asarray(returns)
     print(f"eval episodes={len(r)} mean={r.mean():.1f} std={r.std():.1f}")
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """A mistake on the command line ends in one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def number(kind: type, low: float, high: float = math.inf, *, open_low: bool = False,
+           open_high: bool = False, hint: str = "") -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` (int or float) within the bounds, else the reason."""
+    if high == math.inf:
+        wanted = f"{'greater than' if open_low else 'at least'} {low:g}"
+    else:
+        wanted = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not (math.isfinite(value) and (value > low if open_low else value >= low)
+                and (value < high if open_high else value <= high)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}{hint}")
+        return value
+
+    return parse
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        description="REINFORCE on Gymnasium CartPole with a minigrad softmax policy.")
-    ap.add_argument("--seed", type=int, default=0,
-                    help="seeds the env, the initialisation and the actions (default %(default)s)")
+    ap = Parser(prog=PROG, description="REINFORCE on Gymnasium CartPole with a minigrad softmax "
+                "policy. Each training run is kept in its own folder under --runs-dir.")
+    ap.add_argument("--seed", type=number(int, 0), default=None,
+                    help="seeds the env, the initialisation and the actions (default 0; with "
+                         "--eval, the checkpoint's: the greedy episodes of the run's last line)")
     ap.add_argument("--env", default=None,
-                    help=f"Gymnasium id (default {DEFAULT_ENV}; with --eval, the checkpoint's); "
-                         f"training stops at env.spec.reward_threshold")
-    ap.add_argument("--episodes", type=int, default=2000,
+                    help=f"Gymnasium id with discrete actions and a 1-D Box observation (default "
+                         f"{DEFAULT_ENV}; with --eval, the checkpoint's); training stops at "
+                         f"env.spec.reward_threshold")
+    ap.add_argument("--episodes", type=number(int, 1), default=2000,
                     help="at most this many episodes (default %(default)s)")
-    ap.add_argument("--hidden", type=int, default=32, help="hidden units (default %(default)s)")
-    ap.add_argument("--lr", type=float, default=0.02,
+    ap.add_argument("--hidden", type=number(int, 1), default=32,
+                    help="hidden units (default %(default)s)")
+    ap.add_argument("--lr", type=number(float, 0, open_low=True), default=0.02,
                     help="Adam's learning rate (default %(default)s)")
-    ap.add_argument("--gamma", type=float, default=0.99, help="discount (default %(default)s)")
-    ap.add_argument("--batch-episodes", type=int, default=2,
+    ap.add_argument("--gamma", type=number(float, 0, 1), default=0.99,
+                    help="discount, in [0, 1] (default %(default)s)")
+    ap.add_argument("--batch-episodes", type=number(int, 1), default=2,
                     help="episodes per update (default %(default)s)")
-    ap.add_argument("--entropy", type=float, default=0.01,
-                    help="entropy bonus; keeps early updates from collapsing the policy "
-                         "(default %(default)s)")
-    ap.add_argument("--clip", type=float, default=None,
-                    help="clip the gradient's norm to this (default: no clipping)")
-    ap.add_argument("--average", type=float, default=0.95, metavar="DECAY",
+    ap.add_argument("--entropy", type=number(float, 0), default=0.01,
+                    help="entropy bonus, at least 0; keeps early updates from collapsing the "
+                         "policy (default %(default)s)")
+    ap.add_argument("--clip", type=number(float, 0, open_low=True,
+                                          hint=" (leave --clip out for no clipping)"),
+                    default=None, help="clip the gradient's norm to this (default: no clipping)")
+    ap.add_argument("--average", type=number(float, 0, 1, open_high=True), default=0.95,
+                    metavar="DECAY",
                     help="the saved policy is an exponential moving average of the weights "
-                         "with this decay per update; 0 saves the last weights "
+                         "with this decay per update, in [0, 1); 0 saves the last weights "
                          "(default %(default)s)")
-    ap.add_argument("--num-envs", type=int, default=1, metavar="N",
-                    help="step N sub-environments of Gymnasium's vector CartPole together "
-                         "(default %(default)s: one plain environment)")
+    ap.add_argument("--num-envs", type=number(int, 1), default=1, metavar="N",
+                    help="step N sub-environments of a vector env together (default "
+                         "%(default)s: one plain environment)")
+    ap.add_argument("--runs-dir", metavar="DIR", default=None,
+                    help=f"each training run writes a new folder in DIR: policy.npz, curve.csv, "
+                         f"curve.png, args.json, result.json (default {DEFAULT_RUNS_DIR})")
     ap.add_argument("--save", metavar="PATH", default=None,
-                    help=f"write the checkpoint here (a run without --save, --plot and --quiet "
-                         f"saves to {DEFAULT_SAVE})")
+                    help="also write the checkpoint here (its directory must exist)")
     ap.add_argument("--plot", metavar="PATH", default=None,
-                    help=f"write the learning-curve PNG here (a run without --save, --plot and "
-                         f"--quiet plots to {DEFAULT_PLOT}); needs matplotlib")
-    ap.add_argument("--eval", metavar="PATH", default=None,
-                    help="load a checkpoint and play greedy episodes instead of training")
-    ap.add_argument("--eval-episodes", type=int, default=20, metavar="N",
-                    help="episodes for --eval (default %(default)s)")
+                    help="also write the learning-curve PNG here; needs matplotlib")
+    ap.add_argument("--eval", metavar="POLICY", default=None,
+                    help="play greedy episodes with a saved policy (a policy.npz, or its run "
+                         "folder) instead of training")
+    ap.add_argument("--eval-episodes", type=number(int, 1), default=20, metavar="N",
+                    help="greedy episodes for --eval and after training (default %(default)s)")
+    ap.add_argument("--gif", metavar="PATH", default=None,
+                    help="with --eval: write an animated GIF of the first episode; needs Pillow "
+                         "and pygame")
     ap.add_argument("--quiet", action="store_true",
-                    help="no progress bar and no messages: only the last line")
+                    help="no progress bar and no messages, only the last line (still saves)")
     args = ap.parse_args(argv)
-    if min(args.episodes, args.batch_episodes, args.hidden, args.num_envs) < 1:
-        ap.error("--episodes, --batch-episodes, --hidden and --num-envs must be positive")
-    if not 0.0 <= args.gamma <= 1.0 or not math.isfinite(args.lr) or args.lr <= 0:
-        ap.error("--gamma must be in [0, 1] and --lr positive")
-    if not 0.0 <= args.average < 1.0:
-        ap.error("--average must be in [0, 1)")
+    if args.eval is not None:
+        given = [o for o, v in (("--save", args.save), ("--plot", args.plot),
+                                ("--runs-dir", args.runs_dir)) if v is not None]
+        if given:
+            ap.error(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to "
+                     f"training, not to --eval")
+    elif args.gif is not None:
+        ap.error("--gif draws an evaluation: give --eval POLICY too")
+    if args.eval is None:
+        args.seed = 0 if args.seed is None else args.seed
+        args.env = args.env or DEFAULT_ENV
+        args.runs_dir = args.runs_dir or DEFAULT_RUNS_DIR
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.eval:
-        return evaluate(args)
-    args.env = args.env or DEFAULT_ENV
-    if args.save is None and args.plot is None and not args.quiet:
-        args.save, args.plot = DEFAULT_SAVE, DEFAULT_PLOT
-    return train(args)
+    try:
+        return evaluate(args) if args.eval is not None else train(args)
+    except ExitError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

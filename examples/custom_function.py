@@ -16,6 +16,10 @@ central differences in float64, and catches a backward with a sign slip.
 
 from __future__ import annotations
 
+import argparse
+import sys
+from typing import NoReturn
+
 import numpy as np
 
 import minigrad as mg
@@ -54,7 +58,25 @@ def softplus(x: mg.Tensor) -> mg.Tensor:
     return Softplus.apply(x)
 
 
-def main() -> None:
+class Parser(argparse.ArgumentParser):
+    """A mistake on the command line ends in one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    Parser(prog="custom_function.py", description=__doc__,
+           formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)  # only --help
+    try:
+        demo()
+    except KeyboardInterrupt:
+        print("custom_function.py: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def demo() -> None:
     x = mg.tensor([-1000.0, -40.0, -1.0, 0.0, 1.0, 40.0, 1000.0], requires_grad=True)
 
     with np.errstate(over="ignore"):
@@ -83,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import tracemalloc
+from typing import NoReturn
 
 import numpy as np
 
@@ -177,6 +179,7 @@ def cost(rng: np.random.Generator, n: int, k: int, jac_rows: int) -> None:
         return np.matmul(g_few[:, None, :], jac)[:, 0, :]  # g^T J, row by row
 
     t_jac, m_jac = _measure(jac_run, 2)
+    assert z.grad is not None  # filled by z.softmax(...).backward(upstream) above
     check(f"explicit J^T g on {jac_rows} rows vs the engine's VJP", jac_run(),
           z.grad[:jac_rows], 1e-12)
     scale = n / jac_rows
@@ -283,6 +286,7 @@ def in_place(rng: np.random.Generator) -> None:
         except ValueError as e:
             print(f"  minigrad: {what}: ValueError: {e}")
     loss.backward()
+    assert w2.grad is not None
     w2.data -= 0.1 * w2.grad  # the tape is freed: parameters are writeable again
     h_copy = np.array(ht)  # an op's output stays read-only for good; a copy is yours to change
     h_copy *= 0.5
@@ -290,20 +294,46 @@ def in_place(rng: np.random.Generator) -> None:
           "output stays read-only: np.array(t) gives a copy you may change)")
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="The softmax Jacobian, and why backprop never "
-                                 "needs it: the runnable answer to 'my softmax derivative "
-                                 "gives a (20,20) matrix and backprop breaks'.",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+class Parser(argparse.ArgumentParser):
+    """A mistake on the command line ends in one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = Parser(prog="softmax_jacobian.py",
+                description="The softmax Jacobian, and why backprop never needs it: the "
+                            "runnable answer to 'my softmax derivative gives a (20,20) matrix "
+                            "and backprop breaks'.")
     ap.add_argument("--small", action="store_true",
                     help="small sizes for section 4 (N=512, K=100): a smoke test")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=seed, default=0,
+                    help="seeds the random inputs (default %(default)s)")
     args = ap.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
+    try:
+        sections(np.random.default_rng(args.seed), args.small)
+    except KeyboardInterrupt:
+        print("softmax_jacobian.py: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def sections(rng: np.random.Generator, small: bool) -> None:
     one_row(rng)
     batch(rng)
     vjp_rows(rng)
-    if args.small:
+    if small:
         cost(rng, 512, 100, 32)
     else:
         cost(rng, 4096, 1000, 32)
@@ -315,4 +345,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

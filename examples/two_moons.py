@@ -5,15 +5,22 @@ a 2 -> hidden -> hidden -> 2 ReLU network (`minigrad.nn`), softmax cross-entropy
 It prints the train and test accuracy; `--plot PATH` draws the decision boundary.
 
     python examples/two_moons.py
-    python examples/two_moons.py --plot runs/two_moons.png
+    python examples/two_moons.py --plot two_moons.png
+
+A mistake in the arguments ends with one line on stderr and exit status 2; Ctrl-C with one line
+and status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -42,14 +49,11 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def plot_boundary(path: str, model: nn.Module, x: np.ndarray, y: np.ndarray, mu: np.ndarray,
-                  sd: np.ndarray, title: str) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(--plot skipped: matplotlib is not installed)", file=sys.stderr)
-        return False
+                  sd: np.ndarray, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 300), np.linspace(lo[1], hi[1], 300))
     grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
@@ -61,28 +65,84 @@ def plot_boundary(path: str, model: nn.Module, x: np.ndarray, y: np.ndarray, mu:
     ax.scatter(x[:, 0], x[:, 1], c=y, cmap="RdBu_r", edgecolors="k", linewidths=0.3, s=12)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+class Parser(argparse.ArgumentParser):
+    """A mistake on the command line ends in one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def number(kind: type, low: float, *, open_low: bool = False, hint: str = ""
+           ) -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` (int or float) of at least (or above) `low`."""
+    wanted = f"{'greater than' if open_low else 'at least'} {low:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not (math.isfinite(value) and (value > low if open_low else value >= low)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}{hint}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = Parser(prog="two_moons.py", description="Two-moons MLP classifier on minigrad.")
+    ap.add_argument("--seed", type=number(int, 0), default=0, help="default %(default)s")
+    ap.add_argument("--n", type=number(int, 10, hint=" (a fifth of them are the test set)"),
+                    default=1000, help="points, 80%% train and 20%% test, at least 10 "
+                                       "(default %(default)s)")
+    ap.add_argument("--noise", type=number(float, 0), default=0.15,
+                    help="std of the Gaussian noise (default %(default)s)")
+    ap.add_argument("--hidden", type=number(int, 1), default=32,
+                    help="hidden units (default %(default)s)")
+    ap.add_argument("--steps", type=number(int, 1), default=300,
+                    help="full-batch Adam steps (default %(default)s)")
+    ap.add_argument("--lr", type=number(float, 0, open_low=True), default=0.01,
+                    help="Adam's learning rate (default %(default)s)")
+    ap.add_argument("--plot", metavar="PATH", default=None,
+                    help="write the decision boundary as a PNG here; needs matplotlib")
+    ap.add_argument("--quiet", action="store_true", help="only the last line")
+    args = ap.parse_args(argv)
+    if args.plot is not None:  # checked now, not after training
+        directory = os.path.dirname(args.plot) or "."
+        if os.path.isdir(args.plot):
+            ap.error(f"--plot {args.plot}: that is a directory; give a file name")
+        if not os.path.isdir(directory):
+            ap.error(f"--plot {args.plot}: the directory {directory} does not exist")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            ap.error(f"--plot {args.plot}: the directory {directory} is not writable")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Two-moons MLP classifier on minigrad.")
-    ap.add_argument("--seed", type=int, default=0, help="default %(default)s")
-    ap.add_argument("--n", type=int, default=1000,
-                    help="points, 80%% train and 20%% test (default %(default)s)")
-    ap.add_argument("--noise", type=float, default=0.15,
-                    help="std of the Gaussian noise (default %(default)s)")
-    ap.add_argument("--hidden", type=int, default=32, help="hidden units (default %(default)s)")
-    ap.add_argument("--steps", type=int, default=300,
-                    help="full-batch Adam steps (default %(default)s)")
-    ap.add_argument("--lr", type=float, default=0.01,
-                    help="Adam's learning rate (default %(default)s)")
-    ap.add_argument("--plot", metavar="PATH", default=None, help="decision-boundary PNG")
-    ap.add_argument("--quiet", action="store_true", help="only the last line")
-    args = ap.parse_args(argv)
+    args = parse_args(argv)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        print("two_moons.py: error: --plot needs matplotlib: pip install matplotlib (or "
+              "pip install -e '.[examples]')", file=sys.stderr)
+        return 1
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("two_moons.py: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"two_moons.py: error: cannot write {args.plot}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
 
+
+def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     x, y = make_moons(args.n, args.noise, rng)
     n_train = int(0.8 * len(x))
@@ -108,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
 
     train_acc = accuracy(model, x_train, y_train)
     test_acc = accuracy(model, x_test, y_test)
-    if args.plot and plot_boundary(
-            args.plot, model, x, y, mu, sd,
-            f"two moons (noise {args.noise:g}): MLP 2-{args.hidden}-{args.hidden}-2 on minigrad,"
-            f" test accuracy {test_acc:.1%}"):
+    if args.plot:
+        plot_boundary(args.plot, model, x, y, mu, sd,
+                      f"two moons (noise {args.noise:g}): MLP 2-{args.hidden}-{args.hidden}-2 "
+                      f"on minigrad, test accuracy {test_acc:.1%}")
         if not args.quiet:
             print(f"saved the decision boundary to {args.plot}")
     print(f"two_moons train_accuracy={train_acc:.4f} test_accuracy={test_acc:.4f} "

@@ -17,7 +17,7 @@ import minigrad as mg
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LAST_LINE = re.compile(r"^seed=(\d+) solved=(yes|no) episodes=(\d+) steps=(\d+) "
-                       r"seconds=(\d+\.\d+) mean100=(\d+\.\d)$")
+                       r"seconds=(\d+\.\d+) mean100=(\d+\.\d) greedy=(\d+\.\d)$")
 EVAL_LINE = re.compile(r"^eval episodes=(\d+) mean=(\d+\.\d) std=(\d+\.\d)$")
 
 
@@ -49,7 +49,7 @@ needs_gym = pytest.mark.skipif(not has("gymnasium"), reason="needs gymnasium (th
 def test_cartpole_short_run_save_eval_plot(tmp_path: Path) -> None:
     ckpt, png = tmp_path / "policy.npz", tmp_path / "curve.png"
     lines = run("cartpole_reinforce.py", "--seed", "3", "--episodes", "20", "--quiet",
-                "--save", str(ckpt), "--plot", str(png), cwd=tmp_path)
+                "--save", str(ckpt), "--plot", str(png), "--eval-episodes", "3", cwd=tmp_path)
     m = LAST_LINE.match(lines[-1])
     assert m, lines[-1]
     assert m.group(1) == "3" and m.group(2) == "no" and m.group(3) == "20"
@@ -65,9 +65,14 @@ def test_cartpole_short_run_save_eval_plot(tmp_path: Path) -> None:
     assert state["policy"].keys() == state["policy_last"].keys() == {
         "0.weight", "0.bias", "2.weight", "2.bias"}
     assert not np.array_equal(state["policy"]["2.weight"], state["policy_last"]["2.weight"])
-    lines = run("cartpole_reinforce.py", "--eval", str(ckpt), "--quiet", cwd=tmp_path)
-    m = EVAL_LINE.match(lines[-1])
-    assert m and m.group(1) == "20", lines[-1]
+    # --save writes the run folder's checkpoint a second time
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert (folder / "policy.npz").read_bytes() == ckpt.read_bytes()
+    lines = run("cartpole_reinforce.py", "--eval", str(ckpt), "--quiet", "--eval-episodes", "3",
+                cwd=tmp_path)
+    e = EVAL_LINE.match(lines[-1])
+    assert e and e.group(1) == "3", lines[-1]
+    assert e.group(2) == m.group(7)  # the same greedy episodes as the closing line's
 
 
 @needs_gym
@@ -76,10 +81,11 @@ def test_cartpole_is_reproducible_and_default_run_saves_under_runs(tmp_path: Pat
     again = run("cartpole_reinforce.py", "--episodes", "6", "--quiet", cwd=tmp_path)
     strip = lambda line: re.sub(r"seconds=\S+ ", "", line)  # noqa: E731
     assert strip(first[-1]) == strip(again[-1])
-    assert (tmp_path / "runs" / "cartpole_reinforce.npz").exists()
-    assert any("runs/cartpole_reinforce.npz" in line for line in first)
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all((f / "policy.npz").exists() for f in folders)
+    assert any(str(Path("runs") / folders[0].name) in line for line in first)
     if has("matplotlib"):
-        assert (tmp_path / "runs" / "cartpole_reinforce.png").exists()
+        assert all((f / "curve.png").exists() for f in folders)
 
 
 @needs_gym
@@ -204,3 +210,87 @@ def test_cartpole_saved_policy_is_good_greedily(tmp_path: Path) -> None:
     m = EVAL_LINE.match(run("cartpole_reinforce.py", "--eval", str(ckpt), "--quiet",
                             cwd=tmp_path)[-1])
     assert m and float(m.group(2)) >= 475, m
+
+
+# --- digits_mlp.py, digits_cnn.py, char_rnn.py ------------------------------------------------
+needs_sklearn = pytest.mark.skipif(not has("sklearn"),
+                                   reason="needs scikit-learn (the test and digits extras)")
+DIGITS_LINE = re.compile(r"^(digits_mlp|digits_cnn) test_accuracy=(\d\.\d{4}) "
+                         r"train_accuracy=(\d\.\d{4}) epochs=(\d+) seconds=(\d+\.\d+)$")
+RNN_LINE = re.compile(r"^char_rnn steps=(\d+) train_bits_per_char=(\d+\.\d+) "
+                      r"val_bits_per_char=(\d+\.\d+) uniform_bits_per_char=(\d+\.\d+) "
+                      r"seconds=(\d+\.\d+)$")
+
+
+@needs_sklearn
+@pytest.mark.parametrize("script,extra", [("digits_mlp.py", ["--hidden", "32"]),
+                                          ("digits_cnn.py", ["--channels", "4"])])
+def test_digits_short_run_learns(tmp_path: Path, script: str, extra: list[str]) -> None:
+    lines = run(script, "--epochs", "4", "--limit", "400", "--lr", "0.02", "--batch-size", "16",
+                *extra, cwd=tmp_path)
+    assert sum(line.startswith("epoch ") for line in lines) == 4
+    m = DIGITS_LINE.match(lines[-1])
+    assert m and m.group(1) == script.removesuffix(".py") and m.group(4) == "4", lines[-1]
+    assert float(m.group(2)) > 0.6 and float(m.group(3)) > 0.6  # chance is 0.1
+    if script == "digits_mlp.py":
+        return
+    again = run(script, "--epochs", "4", "--limit", "400", "--lr", "0.02", "--batch-size", "16",
+                "--quiet", *extra, cwd=tmp_path)
+    assert len(again) == 1 and again[0].split(" seconds=")[0] == lines[-1].split(" seconds=")[0]
+
+
+def test_char_rnn_short_run_beats_a_uniform_guess(tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("the cat sat on the mat. " * 40, encoding="utf-8")
+    lines = run("char_rnn.py", "--text", str(text), "--steps", "60", "--hidden", "16",
+                "--seq-len", "12", "--batch-size", "8", "--sample-length", "15", "--prompt",
+                "the ", cwd=tmp_path)
+    m = RNN_LINE.match(lines[-1])
+    assert m and m.group(1) == "60", lines[-1]
+    assert lines[-2].startswith("the ") and len(lines[-2]) == 4 + 15
+    assert float(m.group(3)) < 0.75 * float(m.group(4))  # held-out, against log2(alphabet)
+    assert any(line.startswith("step     1 ") for line in lines)
+    # the repository's own text, quietly, with no sample
+    lines = run("char_rnn.py", "--steps", "3", "--hidden", "8", "--sample-length", "0",
+                "--quiet", cwd=tmp_path)
+    assert len(lines) == 1 and RNN_LINE.match(lines[0]), lines
+
+
+@pytest.mark.parametrize("script,args,words", [
+    ("digits_cnn.py", ["--epochs", "0"], ["--epochs", "at least 1"]),
+    ("digits_cnn.py", ["--channels", "two"], ["--channels", "integer"]),
+    ("digits_mlp.py", ["--lr", "-0.1"], ["--lr", "greater than 0"]),
+    ("digits_mlp.py", ["--limit", "9"], ["--limit", "at least 10"]),
+    ("digits_mlp.py", ["--batch-size", "inf"], ["--batch-size"]),
+    ("digits_mlp.py", ["--hidden"], ["--hidden", "expected one argument"]),
+    ("char_rnn.py", ["--temperature", "0"], ["--temperature", "greater than 0"]),
+    ("char_rnn.py", ["--clip", "nan"], ["--clip"]),
+    ("char_rnn.py", ["--seq-len", "1"], ["--seq-len", "at least 2"]),
+    ("char_rnn.py", ["--text", "no/such/file.txt"], ["--text", "No such file"]),
+    ("char_rnn.py", ["--seq-len", "100000"], ["--seq-len", "too few"]),
+    ("char_rnn.py", ["--sample-length", "-1"], ["--sample-length"]),
+])
+def test_bad_flags_end_in_one_line_and_status_2(tmp_path: Path, script: str, args: list[str],
+                                                words: list[str]) -> None:
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"{script}: error: "), proc.stderr
+    for word in words:
+        assert word in proc.stderr, (word, proc.stderr)
+
+
+@pytest.mark.parametrize("script", ["digits_mlp.py", "digits_cnn.py", "char_rnn.py"])
+def test_help_lists_the_flags(tmp_path: Path, script: str) -> None:
+    out = "\n".join(run(script, "--help", cwd=tmp_path))
+    assert out.startswith(f"usage: {script}") and "--seed" in out and "--quiet" in out
+
+
+@pytest.mark.slow
+@needs_sklearn
+def test_digits_cnn_default_run_reaches_95_percent(tmp_path: Path) -> None:
+    for seed in ("0", "1", "2"):
+        m = DIGITS_LINE.match(run("digits_cnn.py", "--seed", seed, "--quiet", cwd=tmp_path,
+                                  timeout=600)[-1])
+        assert m and float(m.group(2)) >= 0.95, (seed, m)
