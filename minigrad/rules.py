@@ -28,6 +28,7 @@ import numpy as np
 
 from minigrad import kernels
 from minigrad.graph import TensorBase, apply, sum_to
+from minigrad.scatter import add_at
 
 if TYPE_CHECKING:
     from minigrad.tensor import Tensor
@@ -312,7 +313,7 @@ def _getitem_vjp(g, y, x, index, basic):
 
 
 @primitive(_getitem_vjp, reads="",
-           vjp_into=lambda buf, g, index, basic: _add_at(buf, index, g, basic))
+           vjp_into=lambda buf, g, index, basic: add_at(buf, index, g, basic))
 def getitem(x, index, basic):
     """y = x[index];  x̄ = zeros with ḡ added at index   (repeated indices accumulate)"""
     return x[index]
@@ -322,47 +323,8 @@ def getitem(x, index, basic):
 def scatter_add(src, index, shape, basic):
     """y = zeros(shape) with src added at index;  s̄rc = ḡ[index]"""
     out = np.zeros(shape, dtype=np.result_type(src))
-    _add_at(out, index, src, basic)
+    add_at(out, index, src, basic)
     return out
-
-
-def _add_at(out, index, src, basic):
-    """out[index] += src in place, where a position picked k times gets the sum of its k values
-    (np.add.at's meaning). out is C-contiguous (a fresh np.zeros): its rows are written through
-    a reshaped view."""
-    if basic:
-        out[index] += src  # a basic index never picks an element twice
-        return
-    rows, pos, src = _picked_rows(out, index, src)
-    if src.size == 0:
-        return
-    # Number the distinct rows picked (np.unique sorts them); bincount then sums each pick's
-    # row into its number's row, every element in one pass, in float64 and in the picks' order
-    # (float64 gets np.add.at's sums exactly, float32 them rounded once). Each picked row of out
-    # is written once, and no other row is touched.
-    picked, number = np.unique(pos, return_inverse=True)
-    width = rows.shape[1]
-    slots = (number.reshape((-1, 1)) * width + np.arange(width)).reshape(-1)
-    sums = np.bincount(slots, weights=src.reshape(-1), minlength=picked.size * width)
-    rows[picked] += sums.reshape((picked.size, width)).astype(rows.dtype, copy=False)
-
-
-def _picked_rows(out, index, src):
-    """out as rows, the row each pick of out[index] lands in, and src as one row per pick.
-    One integer array picks whole rows of the first axis (an embedding's lookup): its rows
-    are out's rows. Any other index picks single elements, found by indexing their positions."""
-    if isinstance(index, np.ndarray) and index.dtype.kind in "iu" and out.ndim:
-        pos = index.reshape(-1).astype(np.intp)
-        pos[pos < 0] += out.shape[0]  # a negative index counts from the end
-        rows = out.reshape((out.shape[0], math.prod(out.shape[1:])))
-        picked = index.shape + out.shape[1:]
-    else:
-        pos = np.arange(out.size).reshape(out.shape)[index]
-        rows, picked = out.reshape((out.size, 1)), pos.shape
-        pos = pos.reshape(-1)
-    if np.shape(src) != picked:  # only then: bincount copies a read-only view such as this
-        src = np.broadcast_to(src, picked)
-    return rows, pos, src.reshape((pos.size, rows.shape[1]))
 
 
 @primitive(lambda g, y, x, pad_width, constant_values:

@@ -1,4 +1,4 @@
-"""The gradient of indexing: the sort-based scatter-add (`rules._add_at`, what getitem's VJP and
+"""The gradient of indexing: the sort-based scatter-add (`scatter.add_at`, what getitem's VJP and
 scatter_add compute) against np.add.at, getitem's in-place form (`vjp_into`) against its rule,
 and the sweep that sums many slices of one Tensor into one buffer, so slicing a Tensor once per
 time step costs linear time in the number of steps."""
