@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from minigrad import kernels
 from minigrad.modes import MODES, check_finite, user_site
 from minigrad.readonly import Lease, freeze, guard, release
 
@@ -228,14 +227,13 @@ def freed_error(t: TensorBase) -> RuntimeError:
 
 
 def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
-    """Un-broadcast: sum g over the axes that NumPy broadcasting added or stretched."""
-    if kernels.ENABLED and (s := kernels.sum_leading(g, shape)) is not None:
-        return s
+    """Un-broadcast: sum g over the axes that NumPy broadcasting added or stretched (an axis of
+    g's length 1 sums to itself, so only longer ones are reduced)."""
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
-                                      if n == 1 and g.shape[lead + i] != 1)
+    axes = tuple(i for i, n in enumerate(g.shape)
+                 if n != 1 and (i < lead or shape[i - lead] == 1))
     if axes:
-        g = g.sum(axis=axes, keepdims=True)
+        g = g.sum(axis=axes, keepdims=True)  # a method: g is a Tensor under higher order
     return g.reshape(shape) if g.shape != shape else g
 
 

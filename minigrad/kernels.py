@@ -20,21 +20,9 @@ import numpy as np
 ENABLED = os.environ.get("MINIGRAD_KERNELS", "").strip().lower() != "plain"
 
 # ndarray.dot skips matmul's gufunc set-up, which dominates a policy's tiny products; but it
-# zeroes its output before BLAS writes it, a pass that shows on activation-sized results.
+# zeroes its output before BLAS writes it, a pass that shows on activation-sized results:
+# products up to this many elements only.
 _SMALL_RESULT = 4096
-
-
-def linear(x: Any, w: Any, b: Any = None) -> Any:
-    """= rules.linear's forward, x @ wᵀ + b: small products through ndarray.dot, and the bias
-    added into the product's own fresh array (one activation-sized temporary less)."""
-    if x.ndim == 2 and len(x) * len(w) <= _SMALL_RESULT and type(x) is type(w) is np.ndarray:
-        y = x.dot(w.T)
-    else:
-        y = x @ w.mT
-    if b is not None and type(b) is np.ndarray and b.dtype is y.dtype and type(y) is np.ndarray:
-        y += b
-        return y
-    return y if b is None else y + b
 
 
 def linear_vjp_x(g: Any, y: Any, x: Any, w: Any, b: Any = None) -> Any:
@@ -118,18 +106,3 @@ def _log_softmax_rows(x: np.ndarray) -> np.ndarray | None:
     y = np.empty(x.shape, dtype=x.dtype.char)  # native byte order, as NumPy's results have
     y.ravel()[:] = out
     return y
-
-
-_MANY_ROWS = 16  # below this NumPy's own reduction is as fast
-
-
-def sum_leading(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """= graph.sum_to(g, shape) when only leading axes were added (a bias's gradient): the
-    product 1ᵀg, which BLAS runs faster than NumPy's row-by-row reduction over a leading axis
-    of a C-ordered g (no less accurate there; a Fortran-ordered g is left to NumPy, whose
-    pairwise sum is more accurate). None where that does not apply."""
-    if g.ndim < 2 or len(g) < _MANY_ROWS or len(shape) != 1 or g.shape[-1:] != shape \
-            or type(g) is not np.ndarray or g.dtype.char not in "fd" or not g.flags.c_contiguous:
-        return None
-    rows = g.reshape((-1, shape[0])) if g.ndim > 2 else g
-    return np.ones(len(rows), dtype=g.dtype).dot(rows)  # type: ignore[no-any-return]
