@@ -22,21 +22,14 @@ from hypothesis import strategies as st
 import minigrad as mg
 import minigrad.nn.functional as F  # noqa: N812
 from minigrad import nn
+from minigrad.transforms import toposort
 
 TIGHT = {"atol": 1e-7, "rtol": 1e-6}
 
 
 def ops_in_graph(t: mg.Tensor) -> set[str]:
-    names: set[str] = set()
-    stack, seen = [t], set()
-    while stack:
-        node = stack.pop()
-        if node._op is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        names.add(node._op.name)
-        stack.extend(i for i in node._inputs if i is not None)
-    return names
+    """Names of the primitives recorded on t's tape."""
+    return {n._op.name for n in toposort(t, set()) if n._op is not None}
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,23 +25,15 @@ from hypothesis.extra import numpy as hnp
 import minigrad as mg
 from minigrad import rules
 from minigrad.graph import sum_to
+from minigrad.transforms import toposort
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
 def ops_in_graph(t: mg.Tensor) -> set[str]:
-    """Names of the primitives recorded in t's graph (walked iteratively)."""
-    names: set[str] = set()
-    stack, seen = [t], set()
-    while stack:
-        node = stack.pop()
-        if node._op is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        names.add(node._op.name)
-        stack.extend(i for i in node._inputs if i is not None)
-    return names
+    """Names of the primitives recorded on t's tape."""
+    return {n._op.name for n in toposort(t, set()) if n._op is not None}
 
 
 def check(f: Callable[..., Any], inputs: list[np.ndarray], *prims: str, **tol: float) -> None:

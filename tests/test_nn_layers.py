@@ -27,6 +27,7 @@ from minigrad import nn
 from minigrad.nn import functional as F  # noqa: N812  (PyTorch's spelling)
 from minigrad.nn import init, primitives
 from minigrad.rules import Primitive
+from minigrad.transforms import toposort
 
 SEEDS = st.integers(0, 2**32 - 1)
 SHAPES = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=3)
@@ -34,16 +35,8 @@ SECOND_ORDER = settings(max_examples=max(5, settings.default.max_examples // 4))
 
 
 def ops_in_graph(t: mg.Tensor) -> list[str]:
-    """Names of the primitives recorded in t's graph, each node once."""
-    names, stack, seen = [], [t], set()
-    while stack:
-        node = stack.pop()
-        if node._op is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        names.append(node._op.name)
-        stack.extend(i for i in node._inputs if i is not None)
-    return names
+    """Names of the primitives recorded on t's tape, each node once."""
+    return [n._op.name for n in toposort(t, set()) if n._op is not None]
 
 
 def second_order(f: Callable[..., mg.Tensor], inputs: list[np.ndarray], **tol: float) -> None:
