@@ -327,10 +327,13 @@ def _mlp_variant(name: str, workload: str, what: str, sizes: tuple[int, int, int
 
 
 def w1(quick: bool) -> list[Variant]:
+    from benchmarks.train import w1_train  # W1-train, the same net trained with Adam
+
     rng = np.random.default_rng(10)
     x = rng.normal(size=(1, 4))
     return [_mlp_variant("W1", "W1", "policy step: 4-16-2, batch 1, −logp[a]·G", (4, 16, 2),
-                         np.float64, x, np.array([1]), np.array([3.7]), "reinforce1")]
+                         np.float64, x, np.array([1]), np.array([3.7]), "reinforce1"),
+            *w1_train(quick)]
 
 
 def w2(quick: bool) -> list[Variant]:

@@ -48,7 +48,7 @@ def test_quick_run_schema(quick_run: tuple[dict[str, Any], str, str]) -> None:
         assert r["median_s"] > 0
         assert r["ratio_to_floor"] is not None
     names = {r["name"] for r in rows}
-    assert {"W0", "W1", "W2", "W3-float32", "W3-float64", "W4"} <= names
+    assert {"W0", "W1", "W1-train", "W2", "W3-float32", "W3-float64", "W4"} <= names
     assert any(n.startswith("W5-") for n in names)
     assert not any(n.startswith("W6") for n in names), "--quick must never train CartPole"
     for name in names:

@@ -13,17 +13,34 @@ which `mg.save`/`mg.load` round-trip, so a run can be checkpointed and resumed e
 constructors check every hyperparameter, and `load_state_dict` checks everything it is given
 before changing anything, so a bad value fails where it enters, naming its key, never at a later
 step.
+
+A step costs a few whole-buffer NumPy calls per group, however many parameters it has, and one
+per parameter to change its array (PyTorch's `foreach` idea): the parameters of a group that
+share a dtype (and a step count) keep each kind of state in one flat buffer, of which each
+parameter's state entry is a view; their gradients are gathered into one flat array, the update
+is computed there, and each parameter's own array is changed in place by its slice of it. The
+arithmetic is `_update`'s, operation for operation, so both give the same bits. The buffers are
+remade (the entries becoming new views, with the same values) when the set of parameters being
+stepped, their arrays' shapes or dtypes, or the state entries themselves were changed between
+steps. What the flat update would not round exactly as `_update` does (gradients that are not
+plain arrays of their parameter's shape and dtype, arrays sharing memory, NumPy scalars as
+hyperparameters) is stepped parameter by parameter, as is everything in plain mode
+(`MINIGRAD_KERNELS=plain`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import reprlib
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
+from minigrad import kernels
 from minigrad.modes import enable_grad
 from minigrad.readonly import locked_by_a_graph
 from minigrad.tensor import Tensor
@@ -46,14 +63,26 @@ class Optimizer:
     state they keep per parameter: {name: "count" (a whole number >= 0), "array" (an array of
     the parameter's shape) or "array or None"}; `load_state_dict` holds entries to it, and to
     `_state_keys(group)`, the entries a state must have under the group's hyperparameters.
+
+    A subclass that also implements `_flat_update` (the same update on a `_Bucket`'s flat
+    buffers) and `_flat_kinds` is stepped through them; one that overrides `_update` alone is
+    stepped parameter by parameter.
     """
 
     _state_spec: ClassVar[dict[str, str] | None] = None
+    # The flat update: does each state carry a step count (a bucket's parameters share one),
+    # and is a missing state array made from the first gradient (SGD's momentum) rather than
+    # zeros?
+    _counts_steps: ClassVar[bool] = False
+    _copies_first: ClassVar[bool] = False
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         self.defaults = dict(defaults)
         self.state: dict[Tensor, dict[str, Any]] = {}
         self.param_groups: list[dict[str, Any]] = []
+        self._plans: dict[int, _Plan] = {}  # id(group) -> how it is stepped flat
+        cls = type(self)
+        self._flat = _owner(cls, "_update") is _owner(cls, "_flat_update")
         items: list[Any] = list(params) if not isinstance(params, Tensor) else [params]
         if not items:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
@@ -114,27 +143,124 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        work = [(p, group) for group in self.param_groups for p in group["params"]
-                if p.grad is not None and p.requires_grad]
-        for p, _ in work:  # check them all before changing anything
-            if not p.data.flags.writeable:
-                why = ("a graph that is still alive saved it: run backward() first (it frees "
-                       "the graph) or drop the graph" if locked_by_a_graph(p.data) else
-                       "give the parameter a writeable copy (p.data = np.array(p.data))")
-                raise RuntimeError(
-                    f"{type(self).__name__}.step: the array of a parameter of shape {p.shape} "
-                    f"is read-only, so it cannot be updated in place; {why}. Nothing was "
-                    f"changed.")
-        for p, group in work:
+        work = []
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None and p.requires_grad]
+            datas = [p.data for p in ps]
+            for p, w in zip(ps, datas):  # check them all before changing anything
+                if not w.flags.writeable:
+                    self._refuse(p)
+            work.append((group, ps, datas))
+        flat = self._flat and kernels.ENABLED
+        for group, ps, datas in work:
+            if ps and not (flat and self._step_flat(group, ps, datas)):
+                self._step_each(group, ps)
+        return loss
+
+    def _refuse(self, p: Tensor) -> None:
+        why = ("a graph that is still alive saved it: run backward() first (it frees the "
+               "graph) or drop the graph" if locked_by_a_graph(p.data) else
+               "give the parameter a writeable copy (p.data = np.array(p.data))")
+        raise RuntimeError(
+            f"{type(self).__name__}.step: the array of a parameter of shape {p.shape} is "
+            f"read-only, so it cannot be updated in place; {why}. Nothing was changed.")
+
+    def _step_each(self, group: dict[str, Any], ps: list[Tensor]) -> None:
+        """The update parameter by parameter, each on its own arrays."""
+        for p in ps:
             state = self.state.get(p)
             if state is None:
                 state = self.state[p] = {}
             self._update(p.data, p.grad, state, group)  # type: ignore[arg-type]
-        return loss
 
     def _update(self, w: np.ndarray, g: np.ndarray, state: dict[str, Any],
                 group: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    # -- the flat step -------------------------------------------------------------------------
+    def _step_flat(self, group: dict[str, Any], ps: list[Tensor], datas: list[np.ndarray]
+                   ) -> bool:
+        """Step ps (the group's parameters that have grads; datas their arrays) through flat
+        buffers; False, with nothing changed, when the state is of a kind only `_update`
+        makes (the caller then steps them one by one)."""
+        kinds = self._flat_kinds(group)
+        plan = self._plans.get(id(group))
+        if plan is None or not plan.holds(group, ps, datas, kinds, self.state):
+            plan = self._new_plan(group, ps, datas, kinds)
+            if plan is None:
+                self._plans.pop(id(group), None)
+                return False
+            self._plans[id(group)] = plan
+        grads: list[Any] = [p.grad for p in ps]
+        if not (plan.apart and plan.takes(grads, datas, group, self.defaults)
+                and plan.gather(grads)):
+            self._step_each(group, ps)
+            plan.stepped_each()
+            return True
+        for b in plan.buckets:
+            b.advance()
+            self._flat_update(b, b.g, datas if b.index is None else
+                              [datas[i] for i in b.index], group)
+        plan.stepped()
+        return True
+
+    def _new_plan(self, group: dict[str, Any], ps: list[Tensor], datas: list[np.ndarray],
+                  kinds: tuple[str, ...]) -> _Plan | None:
+        """Buckets for ps, their state copied in (and made, where a first step makes it), or
+        None when some state is not of the kinds, shapes and dtypes the flat update keeps."""
+        if not isinstance(self.state, dict):
+            return None
+        states = []
+        for p, w in zip(ps, datas):
+            s = self.state.get(p)
+            if s is None:
+                s = self.state[p] = {}
+            if not self._fits(s, w, kinds):
+                return None
+            states.append(s)
+        keys: dict[tuple[Any, ...], list[int]] = {}
+        for i, (w, s) in enumerate(zip(datas, states)):
+            if self._counts_steps and not s:
+                s["step"] = 0
+            fresh = self._copies_first and bool(kinds) and s.get(kinds[0]) is None
+            keys.setdefault((w.dtype, s.get("step"), fresh), []).append(i)
+        buckets = [_Bucket(None if len(index) == len(ps) else index, [ps[i] for i in index],
+                           [states[i] for i in index], [datas[i].shape for i in index],
+                           dtype, kinds, step, fresh)
+                   for (dtype, step, fresh), index in keys.items()]
+        return _Plan(group, ps, datas, kinds, self.state, buckets)
+
+    def _fits(self, s: dict[str, Any], w: np.ndarray, kinds: tuple[str, ...]) -> bool:
+        """Is s a dict, empty (a first step) or holding each kind as an array of w's shape and
+        dtype (SGD's momentum may still be missing) and a whole step count where one is kept?"""
+        if type(s) is not dict:
+            return False
+        if not s:
+            return True
+        if self._counts_steps and type(s.get("step")) is not int:
+            return False
+        for k in kinds:
+            v = s.get(k)
+            if v is None and self._copies_first:
+                continue
+            if type(v) is not np.ndarray or v.shape != w.shape or v.dtype != w.dtype:
+                return False
+        return True
+
+    def _flat_kinds(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The state arrays the flat update keeps under the group's hyperparameters, in the
+        order `_update` makes them."""
+        return ()
+
+    def _flat_update(self, b: _Bucket, g: np.ndarray, ws: list[np.ndarray],
+                     group: dict[str, Any]) -> None:
+        """`_update` for the bucket's parameters at once: g their gathered gradients (free to
+        overwrite), ws their arrays; the step count is already advanced."""
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy's state arrays are copies, no longer views of the buffers: it makes its own.
+        return {**self.__dict__, "_plans": {}}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -179,6 +305,7 @@ class Optimizer:
         for group, new in zip(self.param_groups, values):
             group.update(new)
         self.state = state
+        self._plans.clear()
 
     def _numbering(self, groups: list[Mapping[str, Any]], problems: list[str]
                    ) -> dict[int, Tensor]:
@@ -269,6 +396,236 @@ class Optimizer:
             hp = ", ".join(f"{k}={v}" for k, v in group.items() if k != "params")
             lines.append(f"  group {i}: {len(group['params'])} params, {hp}")
         return "\n".join(lines) + "\n)"
+
+
+class _Bucket:
+    """Parameters of one group with one dtype and one step count, updated as one. Each kind of
+    state is a flat buffer whose slices, shaped as the parameters, are their state entries; `g`
+    gathers the gradients and `out` holds the update, whose slices `outs` are subtracted from
+    the parameters' own arrays."""
+
+    __slots__ = ("index", "params", "states", "step", "fresh", "flats", "entries", "expected",
+                 "g", "out", "outs")
+
+    def __init__(self, index: list[int] | None, params: list[Tensor],
+                 states: list[dict[str, Any]], shapes: list[tuple[int, ...]], dtype: Any,
+                 kinds: tuple[str, ...], step: int | None, fresh: bool) -> None:
+        bounds = list(itertools.accumulate((math.prod(shape) for shape in shapes), initial=0))
+        self.index = index  # positions among the group's stepped parameters; None: all
+        self.params, self.states, self.step = params, states, step
+        self.fresh = fresh  # made from the first gradient, bound to the states after it
+        self.flats: dict[str, np.ndarray] = {}
+        views: list[np.ndarray] = []
+        for kind in kinds:
+            flat = self.flats[kind] = np.zeros(bounds[-1], dtype)
+            views += _views(flat, shapes, bounds)
+        # every (state, kind, view), as three lists
+        self.entries = ([s for _ in kinds for s in states],
+                        [kind for kind in kinds for _ in states], views)
+        for s, kind, view in zip(*self.entries):
+            old = s.get(kind)
+            if old is not None:
+                view[...] = old
+        self.expected: list[np.ndarray | None] = [None] * len(views)  # what the entries hold
+        if not fresh:
+            self.bind()
+        self.g = np.empty(bounds[-1], dtype)
+        self.out = np.empty(bounds[-1], dtype)
+        self.outs = _views(self.out, shapes, bounds)
+
+    def bind(self) -> None:
+        """Make the views the parameters' state entries."""
+        for s, kind, view in zip(*self.entries):
+            s[kind] = view
+        self.expected = list(self.entries[2])
+        self.fresh = False
+
+    def holds(self, state: dict[Tensor, dict[str, Any]]) -> bool:
+        """Are the parameters' states still the buffers' views, with one step count?"""
+        dicts, kinds, _ = self.entries
+        return (_all_is(map(state.get, self.params), self.states)
+                and _all_is(map(dict.get, dicts, kinds), self.expected)
+                and (self.step is None
+                     or [s.get("step") for s in self.states] == [self.step] * len(self.states)))
+
+    def advance(self) -> None:
+        """One more step: the count, in every state too."""
+        if self.step is not None:
+            t = self.step = self.step + 1
+            for s in self.states:
+                s["step"] = t
+
+    def subtract(self, ws: list[np.ndarray]) -> None:
+        """w ← w − out, each parameter's array in place."""
+        for w, d in zip(ws, self.outs):
+            w -= d
+
+
+class _Plan:
+    """How a group is stepped flat while the same parameters are: its buckets, and what they
+    were made for (the parameters, their arrays, the kinds of state, the optimizer's state).
+
+    It never holds a parameter's array: the tape locks an array in place of copying it only
+    while nothing but its Tensor holds it. It knows them by id, kept true by weak references
+    that mark the plan `moved` when one of those arrays is gone (its id may then be reused)."""
+
+    __slots__ = ("group", "params", "kinds", "state", "buckets", "flats", "ids", "watch",
+                 "moved", "shapes", "dtypes", "taken", "apart", "lookups", "expected", "counts",
+                 "unbound", "numbers", "__weakref__")
+
+    def __init__(self, group: dict[str, Any], params: list[Tensor], datas: list[np.ndarray],
+                 kinds: tuple[str, ...], state: dict[Tensor, dict[str, Any]],
+                 buckets: list[_Bucket]) -> None:
+        self.group, self.params, self.kinds, self.state = group, params, kinds, state
+        self.buckets = buckets
+        self.flats = [f for b in buckets for f in b.flats.values()]
+        # the hyperparameters last found to be Python numbers
+        self.numbers: list[Any] | None = None
+        self._note(datas)
+
+    def _note(self, datas: list[np.ndarray]) -> None:
+        """Take on the parameters' arrays (of the shapes and dtypes the buckets have)."""
+        self.ids = list(map(id, datas))
+        me = weakref.ref(self)
+
+        def gone(_: Any) -> None:
+            plan = me()
+            if plan is not None:
+                plan.moved = True
+
+        self.watch = [weakref.ref(w, gone) for w in datas]
+        self.moved = False
+        self.shapes = [w.shape for w in datas]
+        self.dtypes = [w.dtype for w in datas]
+        self.taken = set(self.ids) | set(map(id, self.flats))
+        # Gathering all gradients (and, for weight decay, all weights) before any parameter
+        # changes reads what one update after another would read only if nothing overlaps.
+        self.apart = _apart(datas + self.flats)
+        self.remember()
+
+    def remember(self) -> None:
+        """Note what holds() finds when nothing has changed: the parameters, then each one's
+        state dict, its state entries and step count (what `dicts[i].get(keys[i])` gives)."""
+        bs = self.buckets
+        counted = [b for b in bs if b.step is not None]
+        dicts: list[Any] = [self.state] * len(self.params)
+        self.lookups = (dicts + [d for b in bs for d in b.entries[0]]
+                        + [s for b in counted for s in b.states],
+                        [p for b in bs for p in b.params] + [k for b in bs for k in b.entries[1]]
+                        + ["step" for b in counted for _ in b.states])
+        self.expected: list[Any] = [*self.params, *(s for b in bs for s in b.states),
+                                    *(v for b in bs for v in b.expected)]
+        self.counts = []  # (bucket, where its states' step counts sit in expected)
+        for b in counted:
+            self.counts.append((b, len(self.expected), len(self.expected) + len(b.states)))
+            self.expected += [b.step] * len(b.states)
+        self.unbound = any(b.fresh for b in bs)
+
+    def holds(self, group: dict[str, Any], ps: list[Tensor], datas: list[np.ndarray],
+              kinds: tuple[str, ...], state: dict[Tensor, dict[str, Any]]) -> bool:
+        """Are these still the parameters, arrays and state the buckets were made for? A
+        parameter's array replaced by one of the same shape and dtype is taken on."""
+        if (group is not self.group or state is not self.state or kinds != self.kinds
+                or len(ps) != len(self.params)):
+            return False
+        same_arrays = not self.moved and list(map(id, datas)) == self.ids
+        if same_arrays and _all_is(itertools.chain(ps, map(dict.get, *self.lookups)),
+                                   self.expected):
+            return True
+        # Something differs, maybe harmlessly: look closer.
+        if not (_all_is(ps, self.params) and all(b.holds(state) for b in self.buckets)):
+            return False
+        if same_arrays:
+            self.remember()
+        elif self.shapes == [w.shape for w in datas] and self.dtypes == [w.dtype for w in datas]:
+            self._note(datas)
+        else:
+            return False
+        return True
+
+    def takes(self, grads: list[Any], datas: list[np.ndarray], group: dict[str, Any],
+              keys: Iterable[str]) -> bool:
+        """Is every gradient an array of its parameter's shape (its dtype is checked as it is
+        gathered), sharing memory with no parameter's array (datas) and no state buffer, and is
+        every hyperparameter (`keys`) a Python number?"""
+        taken = self.taken
+        for g, shape in zip(grads, self.shapes):
+            if type(g) is not np.ndarray or g.shape != shape:
+                return False
+            if g.base is None:
+                if id(g) in taken:
+                    return False
+            elif any(np.may_share_memory(g, a) for a in itertools.chain(datas, self.flats)):
+                return False
+        if self.numbers is None or not _all_is(map(group.__getitem__, keys), self.numbers):
+            if not _python_numbers(group, keys):
+                return False
+            self.numbers = [group[k] for k in keys]
+        return True
+
+    def gather(self, grads: list[np.ndarray]) -> bool:
+        """Each bucket's gradients into its `g`; False if one has another dtype than its
+        parameter (nothing is cast)."""
+        try:
+            for b in self.buckets:
+                np.concatenate(grads if b.index is None else [grads[i] for i in b.index],
+                               axis=None, out=b.g, casting="no")
+        except TypeError:
+            return False
+        return True
+
+    def stepped(self) -> None:
+        """The buckets ran: note the new step counts (and entries bound by a first step)."""
+        if self.unbound:
+            self.remember()
+        for b, lo, hi in self.counts:
+            self.expected[lo:hi] = [b.step] * (hi - lo)
+
+    def stepped_each(self) -> None:
+        """The parameters were updated one by one instead: each step count advanced by one."""
+        for b in self.buckets:
+            if b.step is not None:
+                b.step += 1
+
+
+def _all_is(xs: Iterable[Any], ys: Iterable[Any]) -> bool:
+    """xs[i] is ys[i] for every i (the two of one length: map stops at the shorter)."""
+    return all(map(operator.is_, xs, ys))
+
+
+def _owner(cls: type, name: str) -> type:
+    """The class in cls's MRO that defines `name`."""
+    return next(c for c in cls.__mro__ if name in vars(c))
+
+
+def _views(flat: np.ndarray, shapes: list[tuple[int, ...]], bounds: list[int]
+           ) -> list[np.ndarray]:
+    return [flat[a:b].reshape(shape) for a, b, shape in zip(bounds, bounds[1:], shapes)]
+
+
+def _apart(arrays: list[np.ndarray]) -> bool:
+    """Do no two of the arrays share memory? (Arrays owning their memory overlap only by being
+    the same array.)"""
+    if all(a.base is None for a in arrays):
+        return len(set(map(id, arrays))) == len(arrays)
+    return not any(np.may_share_memory(a, b) for a, b in itertools.combinations(arrays, 2))
+
+
+_PYTHON_NUMBERS = (float, int, bool)
+
+
+def _python_numbers(group: dict[str, Any], keys: Iterable[str]) -> bool:
+    """Are the group's hyperparameters Python numbers? NumPy takes those at the arrays'
+    precision; a NumPy float64 scalar would make `_update` compute a float32 parameter's step
+    in float64 and round once, where the flat buffers round twice."""
+    for k in keys:
+        v = group[k]
+        if type(v) is tuple:
+            if not all(type(x) in _PYTHON_NUMBERS for x in v):
+                return False
+        elif type(v) not in _PYTHON_NUMBERS:
+            return False
+    return True
 
 
 def _show(value: Any) -> str:
@@ -391,6 +748,7 @@ class SGD(Optimizer):
     """
 
     _state_spec: ClassVar[dict[str, str] | None] = {"momentum_buffer": "array or None"}
+    _copies_first: ClassVar[bool] = True
 
     def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0, *, dampening: float = 0.0,
@@ -417,6 +775,31 @@ class SGD(Optimizer):
             g = g + mu * buf if group["nesterov"] else buf
         w -= group["lr"] * g
 
+    def _flat_kinds(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] else ()
+
+    def _flat_update(self, b: _Bucket, g: np.ndarray, ws: list[np.ndarray],
+                     group: dict[str, Any]) -> None:
+        wd, mu, out = group["weight_decay"], group["momentum"], b.out
+        if wd:
+            _add_scaled_weights(g, ws, wd, out)
+        if mu:
+            buf = b.flats["momentum_buffer"]
+            if b.fresh:
+                np.copyto(buf, g)
+                b.bind()
+            else:
+                buf *= mu
+                np.multiply(g, 1 - group["dampening"], out=out)
+                buf += out
+            if group["nesterov"]:
+                np.multiply(buf, mu, out=out)
+                g += out
+            else:
+                g = buf
+        np.multiply(g, group["lr"], out=out)
+        b.subtract(ws)
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), bias-corrected, exactly `torch.optim.Adam`'s update:
@@ -427,6 +810,7 @@ class Adam(Optimizer):
 
     _state_spec: ClassVar[dict[str, str] | None] = {
         "step": "count", "exp_avg": "array", "exp_avg_sq": "array"}
+    _counts_steps: ClassVar[bool] = True
 
     def __init__(self, params: ParamsT, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -440,6 +824,17 @@ class Adam(Optimizer):
         if wd:
             g = g + wd * w
         _adam_moments_step(w, g, state, group)
+
+    def _flat_kinds(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def _flat_update(self, b: _Bucket, g: np.ndarray, ws: list[np.ndarray],
+                     group: dict[str, Any]) -> None:
+        wd = group["weight_decay"]
+        if wd:
+            _add_scaled_weights(g, ws, wd, b.out)
+        _adam_flat_step(b, g, group)
+        b.subtract(ws)
 
 
 class AdamW(Adam):
@@ -461,6 +856,16 @@ class AdamW(Adam):
         if wd:
             w *= 1 - group["lr"] * wd
         _adam_moments_step(w, g, state, group)
+
+    def _flat_update(self, b: _Bucket, g: np.ndarray, ws: list[np.ndarray],
+                     group: dict[str, Any]) -> None:
+        _adam_flat_step(b, g, group)  # the moments never read w: decaying it after is the same
+        wd = group["weight_decay"]
+        if wd:
+            keep = 1 - group["lr"] * wd
+            for w in ws:
+                w *= keep
+        b.subtract(ws)
 
 
 def _adam_moments_step(w: np.ndarray, g: np.ndarray, state: dict[str, Any],
@@ -484,6 +889,34 @@ def _adam_moments_step(w: np.ndarray, g: np.ndarray, state: dict[str, Any],
     w -= (group["lr"] / (1 - b1 ** t)) * (m / denom)
 
 
+def _adam_flat_step(b: _Bucket, g: np.ndarray, group: dict[str, Any]) -> None:
+    """_adam_moments_step's operations, in its order, on a bucket's flat buffers; the step to
+    subtract from the weights is left in b.out (g is overwritten)."""
+    b1, b2 = group["betas"]
+    m, v, out, t = b.flats["exp_avg"], b.flats["exp_avg_sq"], b.out, b.step
+    assert t is not None
+    np.subtract(g, m, out=out)
+    out *= 1 - b1
+    m += out  # m + (1 − β₁)(g − m)
+    v *= b2
+    g *= g
+    g *= 1 - b2
+    v += g  # β₂v + (1 − β₂)g²
+    np.sqrt(v, out=out)
+    out /= math.sqrt(1 - b2 ** t)
+    out += group["eps"]
+    np.divide(m, out, out=out)
+    out *= group["lr"] / (1 - b1 ** t)
+
+
+def _add_scaled_weights(g: np.ndarray, ws: list[np.ndarray], wd: float, out: np.ndarray
+                        ) -> None:
+    """g ← g + λ·w over the bucket (the weights gathered into out first)."""
+    np.concatenate(ws, axis=None, out=out)
+    out *= wd
+    g += out
+
+
 class RMSprop(Optimizer):
     """RMSprop (Hinton), exactly `torch.optim.RMSprop`'s update:
 
@@ -496,6 +929,7 @@ class RMSprop(Optimizer):
     _state_spec: ClassVar[dict[str, str] | None] = {
         "step": "count", "square_avg": "array", "momentum_buffer": "array",
         "grad_avg": "array"}
+    _counts_steps: ClassVar[bool] = True
 
     def __init__(self, params: ParamsT, lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
@@ -536,6 +970,42 @@ class RMSprop(Optimizer):
             w -= group["lr"] * buf
         else:
             w -= group["lr"] * (g / a)
+
+    def _flat_kinds(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return (("square_avg",) + (("grad_avg",) if group["centered"] else ())
+                + (("momentum_buffer",) if group["momentum"] else ()))
+
+    def _flat_update(self, b: _Bucket, g: np.ndarray, ws: list[np.ndarray],
+                     group: dict[str, Any]) -> None:
+        alpha, wd, mu, out = group["alpha"], group["weight_decay"], group["momentum"], b.out
+        if wd:
+            _add_scaled_weights(g, ws, wd, out)
+        v = b.flats["square_avg"]
+        v *= alpha
+        np.multiply(g, g, out=out)
+        out *= 1 - alpha
+        v += out  # αv + (1 − α)g²
+        if group["centered"]:
+            ga = b.flats["grad_avg"]
+            np.subtract(g, ga, out=out)
+            out *= 1 - alpha
+            ga += out  # ḡ + (1 − α)(g − ḡ)
+            np.multiply(ga, ga, out=out)
+            np.subtract(v, out, out=out)
+            np.maximum(out, 0, out=out)
+            np.sqrt(out, out=out)  # √max(v − ḡ², 0)
+        else:
+            np.sqrt(v, out=out)
+        out += group["eps"]
+        np.divide(g, out, out=out)  # g / a
+        if mu:
+            buf = b.flats["momentum_buffer"]
+            buf *= mu
+            buf += out
+            np.multiply(buf, group["lr"], out=out)
+        else:
+            out *= group["lr"]
+        b.subtract(ws)
 
 
 def _buffer(state: dict[str, Any], key: str, w: np.ndarray) -> np.ndarray:
