@@ -3,6 +3,10 @@
     print(mg.tape(loss))            # one row per recorded op, in the order backward() runs them
     src = mg.to_dot(loss)           # Graphviz DOT text, no dependency
     mg.draw(loss, "graph.svg")      # rendered, with the optional `graphviz` package and `dot`
+    mg.draw(loss)                   # in a notebook: the picture inline (or the DOT text)
+
+In a notebook, a `Tape` shows as an HTML table, and `mg.draw(t)` as SVG; `values=True` labels the
+graph's Tensors with their values and the gradients that backward() left in `.grad`.
 
 This module only reads the tape: each op output's record (op, inputs, values, output, params;
 see `Tensor`) and each primitive's `reads` (which arrays its VJP needs). The engine never
@@ -20,9 +24,10 @@ counts in both rows; the footer also gives the total over distinct arrays.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -78,14 +83,33 @@ class Tape:
     def __repr__(self) -> str:
         return str(self)
 
-    def __str__(self) -> str:
-        if not self._root_requires_grad:
-            return "tape: empty (this Tensor does not require grad, so nothing was recorded)"
+    def _table(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+        """The header and the rows (ops, then leaves) that both renderings show."""
         header = ("id", "op", "inputs", "shape", "dtype", "saved")
-        body = [(f"%{r.id}", r.op, ", ".join(_ref(i) for i in r.inputs) or "-", _shape(r.shape),
-                 r.dtype, _bytes(r.saved_bytes)) for r in self.rows]
+        body: list[tuple[str, ...]] = [
+            (f"%{r.id}", r.op, ", ".join(_ref(i) for i in r.inputs) or "-", _shape(r.shape),
+             r.dtype, _bytes(r.saved_bytes)) for r in self.rows]
         body += [(f"%{r.id}", "leaf", r.name or "-", _shape(r.shape), r.dtype, "")
                  for r in self.leaves]
+        return header, body
+
+    def _title(self) -> str:
+        n_ops, n_leaves = len(self.rows), len(self.leaves)
+        leaves = f"{n_leaves} leaves that receive" if n_leaves != 1 else "1 leaf that receives"
+        return (f"tape: {n_ops} op{'s' * (n_ops != 1)}, listed in the order backward() runs "
+                f"their VJPs; then {leaves} .grad")
+
+    def _footer(self) -> list[str]:
+        n_ops = len(self.rows)
+        return [f"saved for backward: {_bytes(self.total_saved_bytes)} over {n_ops} "
+                f"op{'s' * (n_ops != 1)}; {_bytes(self.distinct_saved_bytes)} in distinct arrays",
+                "(saved = the arrays an op's VJP reads, per its `reads`, plus array params; "
+                "once per node)"]
+
+    def __str__(self) -> str:
+        if not self._root_requires_grad:
+            return _EMPTY_TAPE
+        header, body = self._table()
         widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
 
         def line(cells: tuple[str, ...]) -> str:
@@ -93,21 +117,40 @@ class Tape:
             return "  ".join(c.rjust(w) if k == len(cells) - 1 else c.ljust(w)
                              for k, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-        n_ops, n_leaves = len(self.rows), len(self.leaves)
-        leaves = f"{n_leaves} leaves that receive" if n_leaves != 1 else "1 leaf that receives"
-        out = [f"tape: {n_ops} op{'s' * (n_ops != 1)}, listed in the order backward() runs "
-               f"their VJPs; then {leaves} .grad", line(header)]
+        n_ops = len(self.rows)
+        out = [self._title(), line(header)]
         out += [line(cells) for cells in body[:n_ops]]
         if self.leaves:
             out.append("-" * len(line(header)))
             out += [line(cells) for cells in body[n_ops:]]
-        total = self.total_saved_bytes
-        distinct = _bytes(self.distinct_saved_bytes)
-        out.append(f"saved for backward: {_bytes(total)} over {n_ops} op{'s' * (n_ops != 1)}; "
-                   f"{distinct} in distinct arrays")
-        out.append("(saved = the arrays an op's VJP reads, per its `reads`, plus array params; "
-                   "once per node)")
+        return "\n".join(out + self._footer())
+
+    def _repr_html_(self) -> str:
+        """The listing as an HTML table (what a notebook shows): the rows and columns of str()."""
+        if not self._root_requires_grad:
+            return f"<pre>{html.escape(_EMPTY_TAPE)}</pre>"
+        header, body = self._table()
+        right = ' style="text-align: right"'  # the saved column holds numbers
+
+        def row(cells: tuple[str, ...], tag: str) -> str:
+            return "<tr>" + "".join(
+                f"<{tag}{right if k == len(cells) - 1 else ''}>{html.escape(c)}</{tag}>"
+                for k, c in enumerate(cells)) + "</tr>"
+
+        n_ops = len(self.rows)
+        out = ['<table class="minigrad-tape">',
+               f"<caption>{html.escape(self._title())}</caption>",
+               f"<thead>{row(header, 'th')}</thead>",
+               "<tbody>", *(row(cells, "td") for cells in body[:n_ops]), "</tbody>"]
+        if self.leaves:
+            out += ['<tbody style="border-top: 2px solid">',
+                    *(row(cells, "td") for cells in body[n_ops:]), "</tbody>"]
+        footer = "<br>".join(html.escape(text) for text in self._footer())
+        out += [f'<tfoot><tr><td colspan="{len(header)}">{footer}</td></tr></tfoot>', "</table>"]
         return "\n".join(out)
+
+
+_EMPTY_TAPE = "tape: empty (this Tensor does not require grad, so nothing was recorded)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,12 +247,17 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def to_dot(t: Tensor, names: Mapping[str, Tensor] | None = None) -> str:
+def to_dot(t: Tensor, names: Mapping[str, Tensor] | None = None, *, values: bool = False) -> str:
     """Graphviz DOT source for t's tape, drawn in the forward direction (inputs at the top).
 
     Ops are boxes, labelled with the step at which backward() runs their VJP; Tensors are
     ellipses with their id, shape and dtype. Leaves that require grad are filled blue, constants
     (inputs that do not require grad) dashed grey, and the output has a double border.
+    With `values=True` each Tensor's label also shows its value and, for leaves and for
+    intermediates that asked with `retain_grad()`, its `.grad` once backward() has set it (call
+    backward(retain_graph=True) to keep the tape to draw). Arrays of up to 12 numbers (at most
+    2-D) are printed whole; a larger one is summarised by its minimum and maximum, beside the
+    shape and dtype the label already shows.
     """
     order, ids, labels = _read(t, names, "to_dot")
     lines = ["digraph tape {",
@@ -217,6 +265,8 @@ def to_dot(t: Tensor, names: Mapping[str, Tensor] | None = None) -> str:
              '  edge [color="#555555"];']
     if not order:
         label = f"{_shape(t.shape)} {t.dtype}\n(not on a tape)"
+        if values:
+            label += _value_lines(t)
         lines.append(f"  t0 [shape=ellipse, style=dashed, label={_quote(label)}];")
     constants: dict[int, str] = {}  # id(array) -> DOT name, so a shared constant is drawn once
     n_constants = 0
@@ -224,6 +274,8 @@ def to_dot(t: Tensor, names: Mapping[str, Tensor] | None = None) -> str:
     for k, x in enumerate(order):
         name = labels.get(id(x))
         label = f"%{k}" + (f" {name}" if name else "") + f"\n{_shape(x.shape)} {x.dtype}"
+        if values:
+            label += _value_lines(x)
         if x._op is None:
             style = ', style=filled, fillcolor="#cfe2ff"'
         else:
@@ -251,31 +303,105 @@ def to_dot(t: Tensor, names: Mapping[str, Tensor] | None = None) -> str:
     return "\n".join(lines + ["}"]) + "\n"
 
 
+def _value_lines(x: Tensor) -> str:
+    """The label lines of `values=True`: the value, and the gradient backward() left in .grad
+    (it fills only leaves' and retain_grad() intermediates')."""
+    text = _array_text("value", x.data)
+    if x.grad is not None:
+        text += _array_text("grad", np.asarray(x.grad))
+    return text
+
+
+_PRINTED = 12  # arrays up to this many numbers (and at most 2-D) are printed whole
+
+
+def _array_text(what: str, a: np.ndarray) -> str:
+    if a.size == 0 or (a.size <= _PRINTED and a.ndim <= 2):
+        text = np.array2string(a, precision=4, separator=", ")
+        # a matrix starts on a line of its own, so its rows line up in the centred label
+        return f"\n{what}:" + ("\n" if "\n" in text else " ") + text
+    # a gradient has its Tensor's shape and dtype, which the label's second line gives
+    lo, hi = (f"{v:.4g}" for v in (a.min(), a.max()))
+    return f"\n{what}: min {lo}, max {hi}"
+
+
 _INSTALL = ("install the graphviz Python package: run pip install -e '.[viz]' in your clone of "
             "minigrad (the `minigrad` on the package index is another project), and Graphviz's "
             "`dot` program (apt-get install graphviz, brew install graphviz or conda install "
             "graphviz); mg.to_dot(t) gives the DOT text without either")
 
 
-def draw(t: Tensor, path: str | Path, names: Mapping[str, Tensor] | None = None) -> Path:
-    """Render `to_dot(t)` to `path`; the format comes from the suffix (.svg, .png, .pdf).
-
-    Needs the `graphviz` Python package and the `dot` program; raises ImportError or RuntimeError
-    saying what to install if either is missing.
-    """
+def _pipe(source: str, fmt: str) -> bytes:
+    """DOT source rendered by Graphviz in format `fmt`; ImportError or RuntimeError saying what
+    to install if the graphviz package or the `dot` program is missing."""
     try:
         import graphviz
     except ImportError:
         raise ImportError(f"mg.draw needs the graphviz Python package: {_INSTALL}") from None
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "svg"
-    source = graphviz.Source(to_dot(t, names))
     try:
-        data = source.pipe(format=fmt)
+        data: bytes = graphviz.Source(source).pipe(format=fmt)
     except graphviz.ExecutableNotFound:
         raise RuntimeError(f"mg.draw: Graphviz's `dot` program was not found on PATH: "
                            f"{_INSTALL}") from None
-    path.write_bytes(data)
+    return data
+
+
+class Drawing:
+    """What `mg.draw(t)` returns without a path: the graph, shown inline by a notebook.
+
+    A notebook shows the picture (SVG) when the graphviz package and Graphviz's `dot` are
+    installed, and the DOT source otherwise; `repr()` is the DOT source, also in `.source`.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._svg: tuple[str | None] | None = None  # rendered once, on first display
+
+    def _repr_svg_(self) -> str | None:
+        """The SVG Graphviz makes; None without Graphviz, so a notebook shows the DOT source."""
+        if self._svg is None:
+            try:
+                self._svg = (_pipe(self.source, "svg").decode("utf-8"),)
+            except (ImportError, RuntimeError):
+                self._svg = (None,)
+        return self._svg[0]
+
+    def _repr_html_(self) -> str | None:
+        """The DOT source, when there is no SVG; None when there is (notebooks rank HTML above
+        SVG, so answering both would hide the picture)."""
+        if self._repr_svg_() is not None:
+            return None
+        note = ("The DOT source: Graphviz is not installed here. To see the picture, install "
+                "the graphviz Python package (pip install -e '.[viz]' in your clone of minigrad) "
+                "and Graphviz's `dot` program (apt-get install graphviz, brew install graphviz "
+                "or conda install graphviz).")
+        return f"<p><small>{html.escape(note)}</small></p><pre>{html.escape(self.source)}</pre>"
+
+    def __repr__(self) -> str:
+        return self.source
+
+
+@overload
+def draw(t: Tensor, path: None = None, names: Mapping[str, Tensor] | None = None, *,
+         values: bool = False) -> Drawing: ...
+@overload
+def draw(t: Tensor, path: str | Path, names: Mapping[str, Tensor] | None = None, *,
+         values: bool = False) -> Path: ...
+def draw(t: Tensor, path: str | Path | None = None, names: Mapping[str, Tensor] | None = None,
+         *, values: bool = False) -> Drawing | Path:
+    """Render `to_dot(t, names, values=values)` to `path`, the format from the suffix (.svg,
+    .png, .pdf), and return the path; without a path, return a `Drawing`, which a notebook
+    shows inline.
+
+    Writing a file needs the `graphviz` Python package and the `dot` program, and raises
+    ImportError or RuntimeError saying what to install if either is missing; a `Drawing` shows
+    the DOT source instead.
+    """
+    if path is None:
+        return Drawing(to_dot(t, names, values=values))
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "svg"
+    path.write_bytes(_pipe(to_dot(t, names, values=values), fmt))
     return path
 
 
