@@ -7,6 +7,7 @@ gradcheck), then `nn`, `optim`, `serialization`. `kernels.py` holds the speed-on
 `readonly.py` the in-place guard, `modes.py` the per-thread switches.
 """
 
+from minigrad.compile import CompileError, compile  # noqa: A004  (JAX's and PyTorch's name)
 from minigrad.debug import draw, tape, to_dot
 from minigrad.function import Function, FunctionCtx
 from minigrad.functions import (
@@ -90,6 +91,7 @@ __all__ = [
     "subtract", "sum", "swapaxes", "tanh", "tensor", "transpose", "unbind", "value_and_grad",
     "var", "vjp", "where", "zeros",
     "draw", "tape", "to_dot",  # study tools (debug.py)
+    "CompileError", "compile",
 ]
 
 # Networks, optimizers and checkpoints are built on the engine above, so they come last.

@@ -77,6 +77,8 @@ class TensorBase:
         `gradient` is the upstream of self's shape; it may be left out for one-element outputs.
         The tape is freed afterwards unless `retain_graph=True`.
         """
+        if MODES.trace is not None:
+            MODES.trace.refuse("backward()")
         if not self._requires_grad:
             raise RuntimeError("backward: this Tensor does not require grad and was not made by "
                                "a recorded op; set requires_grad=True on the leaves first "
@@ -147,6 +149,9 @@ def _shapes(values: Sequence[Any]) -> str:
 def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
     """Run op's forward on the inputs' values; when an input requires grad and this thread
     records, the output also records the op: it becomes a node of the tape."""
+    trace = MODES.trace
+    if trace is not None:  # mg.compile is tracing: it runs the op and writes it down
+        return trace.record(op, args, params)  # type: ignore[no-any-return]
     values: list[Any] = []
     inputs: list[TensorBase | None] = []  # the inputs a gradient flows to, None elsewhere
     record = False
@@ -428,4 +433,7 @@ def _recorded_operands(t: TensorBase) -> tuple[tuple[Any, ...], TensorBase]:
     if t._data is not y and not (t._data.shape == y.shape and np.shares_memory(t._data, y)):
         raise RuntimeError(f"{name}: its output's .data was replaced after the op was recorded; "
                            f"higher-order derivatives need the original")
+    if MODES.trace is not None:  # mg.compile: values read by the VJP are recorded operands too
+        return tuple(leaf(v) if p is None and isinstance(v, np.ndarray) else v if p is None
+                     else p for p, v in zip(t._inputs, t._values)), t
     return tuple(v if p is None else p for p, v in zip(t._inputs, t._values)), t

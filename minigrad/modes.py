@@ -27,6 +27,7 @@ class _Modes(threading.local):
     anomaly: bool = False
     transform_depth: int = 0  # > 0 while a functional transform traces a function
     vjp_of: str | None = None  # under anomaly, while recording a VJP: the op it belongs to
+    trace: Any = None  # while mg.compile traces a step: the trace.Trace that records it
 
 
 MODES = _Modes()

@@ -142,7 +142,10 @@ def _detached(a: Any) -> Any:
 
 
 def _wants_graph(originals: Sequence[Any]) -> bool:
-    """Record the VJPs when nested in another transform or when an input is on a tape already."""
+    """Record the VJPs when nested in another transform or when an input is on a tape already,
+    and while mg.compile traces (the recorded VJPs are what it writes down)."""
+    if MODES.trace is not None:
+        return True
     return MODES.grad_enabled and (MODES.transform_depth > 0 or any(
         isinstance(a, Tensor) and a.requires_grad for a in originals))
 
@@ -182,9 +185,9 @@ def _sweep(out: Tensor, upstream: Any, xs: Sequence[Tensor], create: bool,
     tape when `create`, else fresh ndarrays that share memory with nothing (not the upstream,
     not each other)."""
     if not out.requires_grad:
-        return [leaf(np.zeros_like(x._data)) for x in xs]
+        return [Tensor(np.zeros_like(x._data)) for x in xs]
     if create and not isinstance(upstream, Tensor):
-        upstream = leaf(upstream)
+        upstream = Tensor(upstream)  # made by the constructor: mg.compile sees a constant
     with _tracing() if create else no_grad():
         gs = run_backward(out, upstream, retain_graph=retain or create, inputs=xs,
                           create_graph=create)
@@ -197,7 +200,7 @@ def _sweep(out: Tensor, upstream: Any, xs: Sequence[Tensor], create: bool,
         elif not create and (g.base is not None or id(g) in handed or not g.flags.writeable):
             g = np.array(g)  # a copy: results never alias the upstream or each other
         handed.add(id(g))
-        results.append(g if isinstance(g, Tensor) else leaf(g))
+        results.append(g if isinstance(g, Tensor) else Tensor(g))
     return results
 
 
@@ -237,6 +240,7 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0,
         return value, (per_arg[0] if single else per_arg)
 
     value_and_grad_f.__name__ = f"value_and_grad({getattr(f, '__name__', 'f')})"
+    value_and_grad_f.__wrapped__ = f  # type: ignore[attr-defined]  # its signature, for compile
     return value_and_grad_f
 
 
@@ -263,6 +267,7 @@ def grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0,
         return (g, value[1]) if has_aux else g
 
     grad_f.__name__ = f"grad({getattr(f, '__name__', 'f')})"
+    grad_f.__wrapped__ = f  # type: ignore[attr-defined]
     return grad_f
 
 

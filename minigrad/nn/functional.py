@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from minigrad.functions import clip, linear, log_softmax, reshape, softmax, where
+from minigrad.modes import MODES
 from minigrad.nn import primitives
 from minigrad.nn.convolution import conv2d, max_pool2d
 from minigrad.nn.modules import _generator
@@ -95,6 +96,8 @@ def dropout(x: Any, p: float = 0.5, training: bool = True,
     p = _probability(p, "dropout")
     if not training or p == 0.0:
         return _tensor(x)
+    if MODES.trace is not None:
+        MODES.trace.refuse("a random draw (dropout in training mode)")
     shape = np.shape(_value(x))
     if p == 1.0:
         mask = np.zeros(shape, _float_dtype(x))
@@ -229,6 +232,8 @@ def _blend(stat: Any, batch: np.ndarray, momentum: float) -> None:
 def _store(stat: Tensor | np.ndarray, value: Any) -> None:
     """Write value into a statistic in place, so references to its array see it; a Tensor
     whose array a live graph holds read-only gets a new array instead."""
+    if MODES.trace is not None:
+        MODES.trace.refuse("a buffer write (BatchNorm's running statistics)")
     target = stat.data if isinstance(stat, Tensor) else stat
     if isinstance(stat, Tensor) and not target.flags.writeable:
         stat.data = np.array(value, dtype=target.dtype)
