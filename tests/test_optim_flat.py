@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import minigrad as mg
 from minigrad import kernels, nn, optim
-from minigrad.optim import lr_scheduler
+from minigrad.optim import lr_scheduler, optimizers
 
 CONFIGS = [
     ("SGD", dict(lr=0.05)),
@@ -113,6 +113,11 @@ def perturb(opt: optim.Optimizer, ps: list[mg.Tensor], rng: np.random.Generator)
         opt.load_state_dict(opt.state_dict())
     if u[7] < 0.04:  # a NumPy scalar where the optimizer keeps Python floats
         opt.param_groups[0]["lr"] = np.float64(opt.param_groups[0]["lr"])
+    if "betas" in opt.param_groups[0] and rng.random() < 0.08:
+        # Adam keeps these as arrays of its buffers' dtype
+        group = opt.param_groups[int(rng.integers(2))]
+        group["betas"] = (float(rng.uniform(0.7, 0.95)), float(rng.uniform(0.9, 0.999)))
+        group["eps"] = float(rng.choice([1e-8, 1e-5, 1e-3]))
 
 
 def set_grads(ps: list[mg.Tensor], rng: np.random.Generator) -> None:
@@ -348,3 +353,116 @@ def test_a_training_loop_agrees_with_plain_mode(name, kw):
                 opt.step()
         results.append(snapshot(list(net.parameters()), opt))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+@pytest.mark.parametrize("holder", ["view", "buffer"])
+def test_a_parameter_whose_array_is_memory_of_a_later_parameters_grad(name, kw, holder):
+    """E's grad is an array owning its memory, and B's array (updated first) is a view of it
+    (through an ndarray, or through a buffer object): one by one, E reads its grad after B's
+    update changed it, so the flat step must not gather it before."""
+    results = []
+    for flat in (True, False):
+        rng = np.random.default_rng(4)
+        ps = [mg.tensor(rng.normal(size=shape).astype(dtype), requires_grad=True)
+              for shape, dtype in SHAPES]
+        with flat_mode(flat):
+            opt = getattr(optim, name)(ps, **kw)
+            for step in range(4):
+                for p in ps:
+                    p.grad = rng.normal(size=p.shape).astype(p.dtype)
+                if step >= 2:
+                    shared = rng.normal(size=ps[B].shape)
+                    ps[B].data = (shared[:] if holder == "view" else
+                                  np.frombuffer(memoryview(shared), shared.dtype))
+                    ps[E].grad = shared
+                    assert np.shares_memory(ps[B].data, ps[E].grad)
+                opt.step()
+        results.append(snapshot(ps, opt))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("name,kw", [c for c in CONFIGS if c[0] in ("Adam", "RMSprop")]
+                         + [("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.01))])
+def test_float16_parameters_step_as_one_by_one(name, kw):
+    """The flat update rounds its hyperparameters to the buffers' dtype as NumPy rounds a Python
+    float operand: float16 (alongside float32) is where a different rounding shows first."""
+    results = []
+    for flat in (True, False):
+        rng = np.random.default_rng(2)
+        ps = [mg.tensor(rng.normal(size=shape).astype(dtype), requires_grad=True)
+              for shape, dtype in [((3, 4), np.float16), ((5,), np.float16), ((2,), np.float32)]]
+        with flat_mode(flat), counting_flat_updates() as calls:
+            opt = getattr(optim, name)(ps, **kw)
+            for step in range(12):
+                for p in ps:
+                    p.grad = rng.normal(size=p.shape).astype(p.dtype)
+                if step == 6 and "betas" in opt.param_groups[0]:
+                    opt.param_groups[0]["betas"] = (0.5, 0.75)
+                    opt.param_groups[0]["eps"] = 1e-3
+                opt.step()
+        assert bool(calls) == flat
+        results.append(snapshot(ps, opt))
+    assert results[0] == results[1]
+
+
+def test_a_subclass_with_one_hyperparameter_steps_flat_while_it_is_a_python_number():
+    flat_steps: list[int] = []
+
+    class Scaled(optim.Optimizer):
+        """w ← w − lr·g, flat or one by one."""
+
+        def __init__(self, params, lr):
+            super().__init__(params, {"lr": lr})
+
+        def _update(self, w, g, state, group):
+            w -= group["lr"] * g
+
+        def _flat_update(self, b, g, ws, group):
+            flat_steps.append(step)
+            np.multiply(g, group["lr"], out=b.out)
+            b.subtract(ws)
+
+    results = []
+    for flat in (True, False):
+        rng = np.random.default_rng(6)
+        ps = [mg.tensor(rng.normal(size=n).astype(np.float32), requires_grad=True)
+              for n in (3, 4)]
+        flat_steps.clear()
+        with flat_mode(flat):
+            opt = Scaled(ps, lr=0.1)
+            for step in range(6):
+                if step == 3:  # a float64 scalar: one by one, it is never rounded to float32
+                    opt.param_groups[0]["lr"] = np.float64(1 / 3)
+                for p in ps:
+                    p.grad = rng.normal(size=p.shape).astype(np.float32)
+                opt.step()
+        assert flat_steps == ([0, 1, 2] if flat else [])
+        results.append(snapshot(ps, opt))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("views", [False, True])
+def test_a_steady_loop_plans_once_and_steps_flat_every_time(views, monkeypatch):
+    """Fresh gradient arrays every step (with views, as a compiled program returns a bias's
+    gradient as a row of a matrix) keep the plan, and its quick check passes as it is: nothing
+    is looked at closer (which would note the state again)."""
+    noted = []
+    remember = optimizers._Plan.remember
+    monkeypatch.setattr(optimizers._Plan, "remember", lambda plan: (noted.append(1),
+                                                                    remember(plan)))
+    net, _ = _net_and_grads(1)
+    ps = list(net.parameters())
+    rng = np.random.default_rng(3)
+    with flat_mode(True), counting_flat_updates() as calls:
+        opt = optim.Adam(ps, lr=0.01)
+        plans = []
+        for _ in range(10):
+            for p in ps:
+                g = rng.normal(size=(1, *p.shape))
+                p.grad = g[0] if views else g.reshape(p.shape).copy()
+            opt.step()
+            plans.append(opt._plans[id(opt.param_groups[0])])
+    assert len(calls) == 10
+    assert all(plan is plans[0] for plan in plans)
+    assert len(noted) == 1  # when the plan was made

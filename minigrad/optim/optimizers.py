@@ -14,12 +14,14 @@ constructors check every hyperparameter, and `load_state_dict` checks everything
 before changing anything, so a bad value fails where it enters, naming its key, never at a later
 step.
 
-A step costs a few whole-buffer NumPy calls per group, however many parameters it has, and one
-per parameter to change its array (PyTorch's `foreach` idea): the parameters of a group that
-share a dtype (and a step count) keep each kind of state in one flat buffer, of which each
-parameter's state entry is a view; their gradients are gathered into one flat array, the update
-is computed there, and each parameter's own array is changed in place by its slice of it. The
-arithmetic is `_update`'s, operation for operation, so both give the same bits. The buffers are
+A step costs a few whole-buffer NumPy calls per group, however many parameters it has, and two
+per parameter, to gather its gradient and to change its array (PyTorch's `foreach` idea): the
+parameters of a group that share a dtype (and a step count) keep each kind of state in one flat
+buffer, of which each parameter's state entry is a view; their gradients are gathered into one
+flat array, the update is computed there, and each parameter's own array is changed in place by
+its slice of it. The arithmetic is `_update`'s: each operation rounds as its counterpart there
+(the hyperparameters are rounded to the buffers' dtype as NumPy rounds a Python float operand),
+so both give the same bits. The buffers are
 remade (the entries becoming new views, with the same values) when the set of parameters being
 stepped, their arrays' shapes or dtypes, or the state entries themselves were changed between
 steps. What the flat update would not round exactly as `_update` does (gradients that are not
@@ -145,19 +147,23 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        work = []
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None and p.requires_grad]
-            datas = [p.data for p in ps]
-            for p, w in zip(ps, datas):  # check them all before changing anything
-                if not w.flags.writeable:
-                    self._refuse(p)
-            work.append((group, ps, datas))
+        groups = self.param_groups
+        work = [self._stepped(group) for group in groups]  # all checked before any change
         flat = self._flat and kernels.ENABLED
-        for group, ps, datas in work:
+        for group, (ps, datas) in zip(groups, work):
             if ps and not (flat and self._step_flat(group, ps, datas)):
                 self._step_each(group, ps)
         return loss
+
+    def _stepped(self, group: dict[str, Any]) -> tuple[list[Tensor], list[np.ndarray]]:
+        """The group's parameters that require grad and have one, and their arrays (read from
+        the slots: step() is never traced); RuntimeError if one of those is read-only."""
+        ps = [p for p in group["params"] if p.grad is not None and p._requires_grad]
+        datas = [p._data for p in ps]
+        for i, w in enumerate(datas):
+            if not w.flags.writeable:
+                self._refuse(ps[i])
+        return ps, datas
 
     def _refuse(self, p: Tensor) -> None:
         why = ("a graph that is still alive saved it: run backward() first (it frees the "
@@ -193,9 +199,7 @@ class Optimizer:
                 self._plans.pop(id(group), None)
                 return False
             self._plans[id(group)] = plan
-        grads: list[Any] = [p.grad for p in ps]
-        if not (plan.apart and plan.takes(grads, datas, group, self.defaults)
-                and plan.gather(grads)):
+        if not plan.take(ps, datas, group):
             self._step_each(group, ps)
             plan.stepped_each()
             return True
@@ -230,7 +234,7 @@ class Optimizer:
                            [states[i] for i in index], [datas[i].shape for i in index],
                            dtype, kinds, step, fresh)
                    for (dtype, step, fresh), index in keys.items()]
-        return _Plan(group, ps, datas, kinds, self.state, buckets)
+        return _Plan(group, ps, datas, kinds, self.state, buckets, tuple(self.defaults))
 
     def _fits(self, s: dict[str, Any], w: np.ndarray, kinds: tuple[str, ...]) -> bool:
         """Is s a dict, empty (a first step) or holding each kind as an array of w's shape and
@@ -402,12 +406,13 @@ class Optimizer:
 
 class _Bucket:
     """Parameters of one group with one dtype and one step count, updated as one. Each kind of
-    state is a flat buffer whose slices, shaped as the parameters, are their state entries; `g`
-    gathers the gradients and `out` holds the update, whose slices `outs` are subtracted from
-    the parameters' own arrays."""
+    state is a flat buffer whose slices, shaped as the parameters, are their state entries
+    (the buffers are the rows of `stack`, in the order of the kinds); `g` gathers the
+    gradients (into its slices `gs`) and `out` holds the update, whose slices `outs` are
+    subtracted from the parameters' own arrays (`out` and `g` are the rows of `pair`)."""
 
-    __slots__ = ("index", "params", "states", "step", "fresh", "flats", "entries", "expected",
-                 "g", "out", "outs")
+    __slots__ = ("index", "params", "states", "step", "fresh", "flats", "stack", "entries",
+                 "expected", "pair", "g", "gs", "out", "outs", "derived")
 
     def __init__(self, index: list[int] | None, params: list[Tensor],
                  states: list[dict[str, Any]], shapes: list[tuple[int, ...]], dtype: Any,
@@ -417,9 +422,10 @@ class _Bucket:
         self.params, self.states, self.step = params, states, step
         self.fresh = fresh  # made from the first gradient, bound to the states after it
         self.flats: dict[str, np.ndarray] = {}
+        self.stack = np.zeros(len(kinds) * bounds[-1], dtype).reshape(len(kinds), bounds[-1])
         views: list[np.ndarray] = []
-        for kind in kinds:
-            flat = self.flats[kind] = np.zeros(bounds[-1], dtype)
+        for kind, flat in zip(kinds, self.stack):
+            self.flats[kind] = flat
             views += _views(flat, shapes, bounds)
         # every (state, kind, view), as three lists
         self.entries = ([s for _ in kinds for s in states],
@@ -431,9 +437,13 @@ class _Bucket:
         self.expected: list[np.ndarray | None] = [None] * len(views)  # what the entries hold
         if not fresh:
             self.bind()
-        self.g = np.empty(bounds[-1], dtype)
-        self.out = np.empty(bounds[-1], dtype)
+        self.pair = np.empty((2, bounds[-1]), dtype)
+        self.out, self.g = self.pair
+        self.gs = _views(self.g, shapes, bounds)
         self.outs = _views(self.out, shapes, bounds)
+        # (key, value): what an update derives from a hyperparameter, kept while the
+        # hyperparameter is the same object
+        self.derived: tuple[Any, Any] = (None, None)
 
     def bind(self) -> None:
         """Make the views the parameters' state entries."""
@@ -472,17 +482,23 @@ class _Plan:
     that mark the plan `moved` when one of those arrays is gone (its id may then be reused)."""
 
     __slots__ = ("group", "params", "kinds", "state", "buckets", "flats", "ids", "watch",
-                 "moved", "shapes", "dtypes", "taken", "apart", "lookups", "expected", "counts",
-                 "unbound", "numbers", "__weakref__")
+                 "moved", "shapes", "dtypes", "owners", "apart", "into", "lookups", "expected",
+                 "counts", "unbound", "pick", "numbers", "__weakref__")
 
     def __init__(self, group: dict[str, Any], params: list[Tensor], datas: list[np.ndarray],
                  kinds: tuple[str, ...], state: dict[Tensor, dict[str, Any]],
-                 buckets: list[_Bucket]) -> None:
+                 buckets: list[_Bucket], keys: tuple[str, ...]) -> None:
         self.group, self.params, self.kinds, self.state = group, params, kinds, state
         self.buckets = buckets
         self.flats = [f for b in buckets for f in b.flats.values()]
-        # the hyperparameters last found to be Python numbers
-        self.numbers: list[Any] | None = None
+        # where each parameter's gradient is gathered: its slice of its bucket's `g`
+        self.into: list[np.ndarray] = [np.empty(0)] * len(params)
+        for b in buckets:
+            for i, view in zip(range(len(params)) if b.index is None else b.index, b.gs):
+                self.into[i] = view
+        # the group's hyperparameters (`keys`), and their values last found to be Python numbers
+        self.pick = _picker(keys)
+        self.numbers: tuple[Any, ...] | None = None
         self._note(datas)
 
     def _note(self, datas: list[np.ndarray]) -> None:
@@ -499,15 +515,16 @@ class _Plan:
         self.moved = False
         self.shapes = [w.shape for w in datas]
         self.dtypes = [w.dtype for w in datas]
-        self.taken = set(self.ids) | set(map(id, self.flats))
+        owners = [_memory_owner(a) for a in itertools.chain(datas, self.flats)]
+        self.owners = None if any(o is None for o in owners) else set(map(id, owners))
         # Gathering all gradients (and, for weight decay, all weights) before any parameter
         # changes reads what one update after another would read only if nothing overlaps.
         self.apart = _apart(datas + self.flats)
         self.remember()
 
     def remember(self) -> None:
-        """Note what holds() finds when nothing has changed: the parameters, then each one's
-        state dict, its state entries and step count (what `dicts[i].get(keys[i])` gives)."""
+        """Note what holds() finds when nothing has changed: each parameter's state dict, its
+        state entries and step count (what `dicts[i].get(keys[i])` gives)."""
         bs = self.buckets
         counted = [b for b in bs if b.step is not None]
         dicts: list[Any] = [self.state] * len(self.params)
@@ -515,7 +532,7 @@ class _Plan:
                         + [s for b in counted for s in b.states],
                         [p for b in bs for p in b.params] + [k for b in bs for k in b.entries[1]]
                         + ["step" for b in counted for _ in b.states])
-        self.expected: list[Any] = [*self.params, *(s for b in bs for s in b.states),
+        self.expected: list[Any] = [*(s for b in bs for s in b.states),
                                     *(v for b in bs for v in b.expected)]
         self.counts = []  # (bucket, where its states' step counts sit in expected)
         for b in counted:
@@ -528,14 +545,13 @@ class _Plan:
         """Are these still the parameters, arrays and state the buckets were made for? A
         parameter's array replaced by one of the same shape and dtype is taken on."""
         if (group is not self.group or state is not self.state or kinds != self.kinds
-                or len(ps) != len(self.params)):
+                or len(ps) != len(self.params) or not _all_is(ps, self.params)):
             return False
         same_arrays = not self.moved and list(map(id, datas)) == self.ids
-        if same_arrays and _all_is(itertools.chain(ps, map(dict.get, *self.lookups)),
-                                   self.expected):
+        if same_arrays and _all_is(map(dict.get, *self.lookups), self.expected):
             return True
         # Something differs, maybe harmlessly: look closer.
-        if not (_all_is(ps, self.params) and all(b.holds(state) for b in self.buckets)):
+        if not all(b.holds(state) for b in self.buckets):
             return False
         if same_arrays:
             self.remember()
@@ -545,35 +561,43 @@ class _Plan:
             return False
         return True
 
-    def takes(self, grads: list[Any], datas: list[np.ndarray], group: dict[str, Any],
-              keys: Iterable[str]) -> bool:
-        """Is every gradient an array of its parameter's shape (its dtype is checked as it is
-        gathered), sharing memory with no parameter's array (datas) and no state buffer, and is
-        every hyperparameter (`keys`) a Python number?"""
-        taken = self.taken
-        for g, shape in zip(grads, self.shapes):
-            if type(g) is not np.ndarray or g.shape != shape:
+    def take(self, ps: list[Tensor], datas: list[np.ndarray], group: dict[str, Any]) -> bool:
+        """Gather the parameters' gradients into the buckets' `g`, if the flat update reads and
+        rounds them as `_update` would: no two of the parameters' arrays (datas) and state
+        buffers overlap, the group's hyperparameters are Python numbers, and each gradient is
+        an array of its parameter's shape and dtype (nothing is cast) sharing memory with none
+        of those arrays. False otherwise (whatever was gathered is then unused)."""
+        if not (self.apart and self._numbers(group)):
+            return False
+        owners = self.owners
+        for p, shape, dtype, into in zip(ps, self.shapes, self.dtypes, self.into):
+            g = p.grad
+            if type(g) is not np.ndarray or g.shape != shape or g.dtype != dtype:
                 return False
-            if g.base is None:
-                if id(g) in taken:
+            # _memory_owner(g), inlined in this loop over every gradient of every step
+            base = g.base
+            owner = (g if base is None else
+                     base if type(base) is np.ndarray and base.base is None else None)
+            if owners is None or owner is None:
+                if any(np.may_share_memory(g, a) for a in itertools.chain(datas, self.flats)):
                     return False
-            elif any(np.may_share_memory(g, a) for a in itertools.chain(datas, self.flats)):
+            elif id(owner) in owners:
                 return False
-        if self.numbers is None or not _all_is(map(group.__getitem__, keys), self.numbers):
-            if not _python_numbers(group, keys):
-                return False
-            self.numbers = [group[k] for k in keys]
+            into[...] = g
         return True
 
-    def gather(self, grads: list[np.ndarray]) -> bool:
-        """Each bucket's gradients into its `g`; False if one has another dtype than its
-        parameter (nothing is cast)."""
-        try:
-            for b in self.buckets:
-                np.concatenate(grads if b.index is None else [grads[i] for i in b.index],
-                               axis=None, out=b.g, casting="no")
-        except TypeError:
-            return False
+    def _numbers(self, group: dict[str, Any]) -> bool:
+        """Are the group's hyperparameters Python numbers? NumPy takes those at the arrays'
+        precision; a NumPy float64 scalar would make `_update` compute a float32 parameter's
+        step in float64 and round once, where the flat buffers round twice. (Remembered while
+        they are the same objects.)"""
+        values = self.pick(group)
+        if self.numbers is None or not _all_is(values, self.numbers):
+            for v in values:
+                if not all(type(x) in _PYTHON_NUMBERS
+                           for x in (v if type(v) is tuple else [v])):
+                    return False
+            self.numbers = values
         return True
 
     def stepped(self) -> None:
@@ -588,6 +612,22 @@ class _Plan:
         for b in self.buckets:
             if b.step is not None:
                 b.step += 1
+
+
+def _memory_owner(a: np.ndarray) -> np.ndarray | None:
+    """The ndarray owning a's memory, or None when that memory is not an ndarray's own (a
+    buffer object's, or an ndarray subclass's). NumPy points a view's base straight at the
+    array owning the memory (a view of a view too), so two arrays with owners share memory
+    only if the owner is the same."""
+    base = a.base
+    return a if base is None else base if type(base) is np.ndarray and base.base is None else None
+
+
+def _picker(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A function giving a group's values of keys, as a tuple (whatever their number)."""
+    if len(keys) >= 2:
+        return operator.itemgetter(*keys)
+    return lambda group: tuple(group[k] for k in keys)
 
 
 def _all_is(xs: Iterable[Any], ys: Iterable[Any]) -> bool:
@@ -614,20 +654,6 @@ def _apart(arrays: list[np.ndarray]) -> bool:
 
 
 _PYTHON_NUMBERS = (float, int, bool)
-
-
-def _python_numbers(group: dict[str, Any], keys: Iterable[str]) -> bool:
-    """Are the group's hyperparameters Python numbers? NumPy takes those at the arrays'
-    precision; a NumPy float64 scalar would make `_update` compute a float32 parameter's step
-    in float64 and round once, where the flat buffers round twice."""
-    for k in keys:
-        v = group[k]
-        if type(v) is tuple:
-            if not all(type(x) in _PYTHON_NUMBERS for x in v):
-                return False
-        elif type(v) not in _PYTHON_NUMBERS:
-            return False
-    return True
 
 
 def _show(value: Any) -> str:
@@ -784,7 +810,7 @@ class SGD(Optimizer):
                      group: dict[str, Any]) -> None:
         wd, mu, out = group["weight_decay"], group["momentum"], b.out
         if wd:
-            _add_scaled_weights(g, ws, wd, out)
+            _add_scaled_weights(b, g, ws, wd)
         if mu:
             buf = b.flats["momentum_buffer"]
             if b.fresh:
@@ -834,8 +860,8 @@ class Adam(Optimizer):
                      group: dict[str, Any]) -> None:
         wd = group["weight_decay"]
         if wd:
-            _add_scaled_weights(g, ws, wd, b.out)
-        _adam_flat_step(b, g, group)
+            _add_scaled_weights(b, g, ws, wd)
+        _adam_flat_step(b, group)
         b.subtract(ws)
 
 
@@ -861,7 +887,7 @@ class AdamW(Adam):
 
     def _flat_update(self, b: _Bucket, g: np.ndarray, ws: list[np.ndarray],
                      group: dict[str, Any]) -> None:
-        _adam_flat_step(b, g, group)  # the moments never read w: decaying it after is the same
+        _adam_flat_step(b, group)  # the moments never read w: decaying it after is the same
         wd = group["weight_decay"]
         if wd:
             keep = 1 - group["lr"] * wd
@@ -891,32 +917,47 @@ def _adam_moments_step(w: np.ndarray, g: np.ndarray, state: dict[str, Any],
     w -= (group["lr"] / (1 - b1 ** t)) * (m / denom)
 
 
-def _adam_flat_step(b: _Bucket, g: np.ndarray, group: dict[str, Any]) -> None:
-    """_adam_moments_step's operations, in its order, on a bucket's flat buffers; the step to
-    subtract from the weights is left in b.out (g is overwritten)."""
+def _adam_flat_step(b: _Bucket, group: dict[str, Any]) -> None:
+    """_adam_moments_step's operations on a bucket's flat buffers, each rounding as its
+    counterpart there; the step to subtract from the weights is left in b.out (b.g, the
+    gathered gradients, is overwritten). The two moments' updates are independent, so one
+    call adds both: b.pair's rows, (1 − β₁)(g − m) and (1 − β₂)g², to b.stack's, m and v."""
     b1, b2 = group["betas"]
-    m, v, out, t = b.flats["exp_avg"], b.flats["exp_avg_sq"], b.out, b.step
+    m, v, g, out, t = b.flats["exp_avg"], b.flats["exp_avg_sq"], b.g, b.out, b.step
     assert t is not None
+    rate1, rate2, beta2, eps = _adam_constants(b, group)
     np.subtract(g, m, out=out)
-    out *= 1 - b1
-    m += out  # m + (1 − β₁)(g − m)
-    v *= b2
+    out *= rate1  # (1 − β₁)(g − m)
     g *= g
-    g *= 1 - b2
-    v += g  # β₂v + (1 − β₂)g²
+    g *= rate2  # (1 − β₂)g²
+    v *= beta2
+    b.stack += b.pair  # (rows in _flat_kinds' order) m + (1 − β₁)(g − m), β₂v + (1 − β₂)g²
     np.sqrt(v, out=out)
     out /= math.sqrt(1 - b2 ** t)
-    out += group["eps"]
+    out += eps
     np.divide(m, out, out=out)
     out *= group["lr"] / (1 - b1 ** t)
 
 
-def _add_scaled_weights(g: np.ndarray, ws: list[np.ndarray], wd: float, out: np.ndarray
-                        ) -> None:
-    """g ← g + λ·w over the bucket (the weights gathered into out first)."""
-    np.concatenate(ws, axis=None, out=out)
-    out *= wd
-    g += out
+def _adam_constants(b: _Bucket, group: dict[str, Any]) -> list[np.ndarray]:
+    """1 − β₁, 1 − β₂, β₂ and ε as 0-d arrays of the bucket's dtype, kept while the group's
+    betas and eps are the same objects. NumPy rounds a Python float operand to the array's
+    dtype just as these were rounded, but converts it at every call."""
+    betas, eps = group["betas"], group["eps"]
+    key, constants = b.derived
+    if key is None or key[0] is not betas or key[1] is not eps:
+        b1, b2 = betas
+        constants = [np.array(x, b.g.dtype) for x in (1 - b1, 1 - b2, b2, eps)]
+        b.derived = ((betas, eps), constants)
+    return constants  # type: ignore[no-any-return]
+
+
+def _add_scaled_weights(b: _Bucket, g: np.ndarray, ws: list[np.ndarray], wd: float) -> None:
+    """g ← g + λ·w over the bucket (the weights gathered into b.out first)."""
+    for into, w in zip(b.outs, ws):
+        into[...] = w
+    b.out *= wd
+    g += b.out
 
 
 class RMSprop(Optimizer):
@@ -981,7 +1022,7 @@ class RMSprop(Optimizer):
                      group: dict[str, Any]) -> None:
         alpha, wd, mu, out = group["alpha"], group["weight_decay"], group["momentum"], b.out
         if wd:
-            _add_scaled_weights(g, ws, wd, out)
+            _add_scaled_weights(b, g, ws, wd)
         v = b.flats["square_avg"]
         v *= alpha
         np.multiply(g, g, out=out)
