@@ -22,9 +22,9 @@ import numpy as np
 
 from minigrad.graph import TensorBase, apply, leaf
 from minigrad.modes import MODES
-from minigrad.program import Program
+from minigrad.program import Program, build_program
 from minigrad.rules import Primitive
-from minigrad.trace import CompileError, Trace, flatten
+from minigrad.trace import CompileError, Trace, flatten, unflatten
 
 __all__ = ["CompileError", "compile"]
 
@@ -62,23 +62,36 @@ class Compiled:
             self._latest = None
 
     def __call__(self, *args: Any) -> Any:
-        if MODES.trace is not None or MODES.anomaly or MODES.transform_depth > 0:
+        modes = MODES
+        if modes.trace is not None or modes.anomaly or modes.transform_depth > 0:
             # Inside another trace, under detect_anomaly or inside a transform (which may ask
             # for higher order): run eagerly; same values, same errors.
             return self.fn(*args)
-        key, leaves, treedef = self._signature(args)
-        with self._lock:
-            program = self._programs.get(key)
-            if program is not None and not program.still_valid():
-                del self._programs[key]
-                program = None
-            if program is None:
-                return self._trace(key, args, leaves, treedef)
+        if not self.static_argnums and _CONTAINERS.isdisjoint(map(type, args)):
+            leaves: Any = args  # the common case, flat arguments: no walk, no structure
+            key = (len(args), tuple(map(_leaf_key, args)), (), modes.grad_enabled)
+            treedef = ("list", (None,) * len(args))
+        else:
+            leaves, treedef, statics = self._split(args)
+            key = (treedef, tuple(map(_leaf_key, leaves)), statics, modes.grad_enabled)
+        program = self._programs.get(key)  # a dict read needs no lock under the GIL
+        if program is None or (program.guarded and not program.still_valid()):
+            with self._lock:  # one trace at a time; another thread's may have made this one
+                program = self._programs.get(key)
+                if program is None or (program.guarded and not program.still_valid()):
+                    return self._trace(key, args, list(leaves), treedef)
+        try:
             self._programs.move_to_end(key)
-            self._latest = program
-        return run(program, leaves)
+        except KeyError:  # another thread dropped it meanwhile: it runs all the same
+            pass
+        self._latest = program
+        if program.recorded and modes.grad_enabled:
+            return record(program, leaves)
+        outs, _ = program.forward(*program.read_inputs(leaves, program.externals))
+        return program.pack(_passed(program, outs, leaves) if program.passthrough else outs)
 
-    def _signature(self, args: tuple[Any, ...]) -> tuple[Any, list[Any], Any]:
+    def _split(self, args: tuple[Any, ...]) -> tuple[list[Any], Any, tuple[Any, ...]]:
+        """The leaves of the dynamic arguments, their structure, and the static arguments."""
         statics = []
         dynamic: list[Any] = []
         for i, a in enumerate(args):
@@ -88,21 +101,27 @@ class Compiled:
             else:
                 dynamic.append(a)
         leaves, treedef = flatten(dynamic)
-        key = (treedef, tuple(_leaf_key(a) for a in leaves), tuple(statics),
-               MODES.grad_enabled)
-        return key, leaves, treedef
+        return leaves, treedef, tuple(statics)
 
     def _trace(self, key: Any, args: tuple[Any, ...], leaves: list[Any], treedef: Any) -> Any:
         trace = Trace(self.fn, self.static_argnums)
-        out, program = trace.run(args, leaves, treedef)
+        out_leaves, out_def, outs, grads = trace.run(args, leaves, treedef)
+        program = build_program(trace, leaves, outs, out_def, grads)
+        program.passthrough = trace.passthrough
+        if not program.recorded:  # off the tape, as later calls' outputs
+            kept = {k for k, _, _ in trace.passthrough}
+            out_leaves = [leaf(o._data) if isinstance(o, TensorBase) and k not in kept else o
+                          for k, o in enumerate(out_leaves)]
+        out = unflatten(out_def, out_leaves)
         self._traces += 1
+        recent = next(reversed(self._programs), None)  # the signature of the calls before
         self._programs[key] = program
         self._latest = program
         if len(self._programs) > MAX_TRACES:
-            old_key, _ = self._programs.popitem(last=False)
+            self._programs.popitem(last=False)
             warnings.warn(f"compile({getattr(self.fn, '__name__', 'fn')}): more than "
                           f"{MAX_TRACES} signatures; dropped the least recently used. "
-                          f"{_what_changed(old_key, key)}", RuntimeWarning, stacklevel=3)
+                          f"{_what_changed(recent, key)}", RuntimeWarning, stacklevel=3)
         return out
 
 
@@ -121,51 +140,83 @@ def _hashable(a: Any, i: int) -> Any:
     return (type(a), a)
 
 
+_CONTAINERS = frozenset((list, tuple, dict))
+
+
 def _leaf_key(a: Any) -> Any:
     """What of one argument leaf decides the program: see the module's docstring."""
     if isinstance(a, TensorBase):
-        return ("Tensor", a._data.shape, a._data.dtype.str, a._requires_grad)
-    if isinstance(a, np.ndarray):
-        return ("array", a.shape, a.dtype.str)
-    if type(a) is float:
-        return ("float",)
-    if isinstance(a, (bool, int, type(None), str)):
-        return (type(a), a)
+        d = a._data
+        return (d.shape, d.dtype, a._requires_grad)  # a Tensor's key has three entries
+    kind = type(a)
+    if kind is np.ndarray:
+        return (a.shape, a.dtype)  # an array's two
+    if kind is float:
+        return float
+    if kind in (bool, int, type(None), str):
+        return (kind, a)
     if isinstance(a, np.generic):
-        return ("array", (), a.dtype.str)
+        return ((), a.dtype)
     raise TypeError(f"compile: an argument holds a {type(a).__name__}; give Tensors, arrays, "
                     f"numbers (or dicts, lists and tuples of them), or list its position in "
                     f"static_argnums")
 
 
 def _what_changed(old: Any, new: Any) -> str:
+    """What differs between the signature used last and the new one, in words."""
+    if old is None:
+        return ""
     if old[3] != new[3]:
-        return "Grad mode changed."
+        return f"Grad mode changed (now {'enabled' if new[3] else 'disabled: no_grad'})."
     if old[0] != new[0] or len(old[1]) != len(new[1]):
         return "The arguments' structure changed."
     for i, (a, b) in enumerate(zip(old[1], new[1])):
         if a != b:
-            return f"Argument leaf {i} changed from {a} to {b}."
-    return "Static arguments changed."
+            return f"Argument leaf {i} changed from {_in_words(a)} to {_in_words(b)}."
+    return f"Static arguments changed from {old[2]} to {new[2]}."
+
+
+def _in_words(k: Any) -> str:
+    """A leaf's part of the signature (see _leaf_key) as a reader would say it."""
+    if k is float:
+        return "a float"
+    if len(k) == 3:
+        return f"a Tensor {k[0]} {k[1]}" + (" requiring grad" if k[2] else "")
+    if isinstance(k[0], tuple):
+        return f"an array {k[0]} {k[1]}"
+    return f"{k[0].__name__} {k[1]!r}"
 
 
 # ---------------------------------------------------------------------------------------------
 # Running a program
 # ---------------------------------------------------------------------------------------------
-def run(program: Program, leaves: list[Any]) -> Any:
-    """The outputs of one call, as fresh Tensors; recorded when an input requires grad."""
-    values = program.input_values(leaves)
-    if not program.recorded or not MODES.grad_enabled:
-        outs, _ = program.forward(*values)
-        return program.outputs(tuple(leaf(np.asarray(o)) for o in outs))
-    tensors = program.input_tensors(leaves, values)
+def record(program: Program, leaves: Any) -> Any:
+    """The outputs of one call, each that needs one recorded as a node of the tape."""
+    tensors = program.input_tensors(leaves)
     holder: dict[str, Any] = {}
     outs = tuple(apply(_compiled, *tensors, program=program, k=k, holder=holder)
                  if program.backwards[k] is not None else None
                  for k in range(program.n_outputs))
-    made = holder["outs"]
-    return program.outputs(tuple(o if o is not None else leaf(np.asarray(made[k]))
-                                 for k, o in enumerate(outs)))
+    made, saved = holder["outs"], holder["saved"]
+    outs = tuple(o if o is not None else _handed(made[k], saved) for k, o in enumerate(outs))
+    return program.pack(_passed(program, outs, leaves) if program.passthrough else outs)
+
+
+def _handed(out: Any, saved: tuple[Any, ...]) -> Any:
+    """An output no gradient flows from, read-only where it is memory the backward reads (as
+    eager's `h.detach()` of a recorded h is): a write to it must not move a gradient."""
+    if isinstance(out, np.ndarray) and any(np.may_share_memory(out, s) for s in saved):
+        out = out.view()
+        out.flags.writeable = False
+    return out
+
+
+def _passed(program: Program, outs: Any, leaves: Any) -> tuple[Any, ...]:
+    """The outputs with each argument or outside Tensor fn returned as that Tensor itself."""
+    outs = list(outs)
+    for k, kind, i in program.passthrough:
+        outs[k] = leaves[i] if kind == "leaf" else program.externals[i]
+    return tuple(outs)
 
 
 def _run_forward(*values: Any, program: Program, k: int, holder: dict[str, Any]) -> Any:
@@ -179,11 +230,27 @@ def _run_forward(*values: Any, program: Program, k: int, holder: dict[str, Any])
 
 
 def _vjp(g: Any, y: Any, *xs: Any, program: Program, k: int, holder: dict[str, Any]) -> Any:
-    if isinstance(g, TensorBase):
-        raise CompileError("compile: a compiled step's backward is first-order only; call the "
-                           "function itself (not compiled) under mg.grad(mg.grad(...))")
     backward: Any = program.backwards[k]
-    return backward(g, *xs, *holder["saved"])
+    if not isinstance(g, TensorBase):
+        return backward(g, *xs, *holder["saved"])
+    # A transform's sweep records (create_graph) through a step compiled outside it: the
+    # values, each a node whose own derivative raises, so a first-order result is right and a
+    # second order is refused, never a silent 0.
+    grads = backward(g._data, *[x._data if isinstance(x, TensorBase) else x for x in xs],
+                     *holder["saved"])
+    operands = [g, *(x for x in xs if isinstance(x, TensorBase))]
+    return tuple(None if r is None else apply(_first_order, *operands, value=np.asarray(r))
+                 for r in grads)
+
+
+def _refuse_second_order(g: Any, y: Any, *args: Any, value: Any) -> Any:
+    raise CompileError("compile: a compiled step's backward is first-order only; call the "
+                       "function itself (not compiled) under mg.grad(mg.grad(...))")
+
+
+_first_order = Primitive("compiled_vjp", lambda *args, value: value,
+                         vjp_all=_refuse_second_order,
+                         math="y = a compiled step's VJP;  x̄ = refused (first order only)")
 
 
 _compiled = Primitive("compiled", _run_forward, vjp_all=_vjp, reads="x",

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 ArrayLike = Union["TensorBase", np.ndarray, float, int, bool, np.generic, Sequence[Any]]
 _SCALARS = (float, int, bool, complex, np.generic)
+_PLAIN = (float, int)  # operands used as they are, without a look at what they hold
 REFUSED_KINDS = "OSUVMm"  # objects, strings, raw bytes, dates: not numbers
 
 
@@ -164,7 +165,7 @@ def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
             else:
                 inputs.append(None)
         else:
-            values.append(a if type(a) is float or type(a) is int else operand(a, op.name))
+            values.append(a if type(a) in _PLAIN else operand(a, op.name))
             inputs.append(None)
     modes = MODES  # this thread's switches
     record = record and modes.grad_enabled
@@ -177,8 +178,7 @@ def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
     except (ValueError, TypeError) as e:
         kind = ValueError if isinstance(e, ValueError) else TypeError
         raise kind(f"{op.name}: {e} (input shapes {_shapes(values)})") from None
-    if type(ans) is not np.ndarray:
-        ans = np.asarray(ans)
+    ans = np.asarray(ans)  # a NumPy scalar (a full reduction's result) becomes a 0-d array
     anomaly = modes.anomaly
     if anomaly:
         _check_forward(op, ans, values)
@@ -434,6 +434,5 @@ def _recorded_operands(t: TensorBase) -> tuple[tuple[Any, ...], TensorBase]:
         raise RuntimeError(f"{name}: its output's .data was replaced after the op was recorded; "
                            f"higher-order derivatives need the original")
     if MODES.trace is not None:  # mg.compile: values read by the VJP are recorded operands too
-        return tuple(leaf(v) if p is None and isinstance(v, np.ndarray) else v if p is None
-                     else p for p, v in zip(t._inputs, t._values)), t
+        return MODES.trace.vjp_operands(t), t
     return tuple(v if p is None else p for p, v in zip(t._inputs, t._values)), t

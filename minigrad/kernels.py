@@ -56,8 +56,10 @@ def _reduce_last(ufunc: Any, x: np.ndarray, axis: tuple[int, ...], initial: Any 
 
 def softmax(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
     """= rules.softmax's forward, e / Σ e with e = exp(x − max x): the reductions of a short
-    last axis taken column by column (_reduce_last), the division in place."""
-    e = np.exp(x - _reduce_last(np.maximum, x, axis, -np.inf))
+    last axis taken column by column (_reduce_last), the exponential and the division in place
+    (one array of x's size made, not two)."""
+    e = np.asarray(x - _reduce_last(np.maximum, x, axis, -np.inf))  # 0-d: a scalar, else new
+    np.exp(e, out=e)
     e /= _reduce_last(np.add, e, axis)
     return e
 

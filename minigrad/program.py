@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from minigrad.graph import TensorBase
-from minigrad.trace import Line, Trace, unflatten
+from minigrad.graph import TensorBase, leaf
+from minigrad.peephole import simplify
+from minigrad.plan import Planner
+from minigrad.trace import Line, Trace, watches
 
 _serial = count(1).__next__  # each program's source gets a file name of its own (tracebacks)
 
@@ -33,11 +35,38 @@ def _tuple(names: list[str]) -> str:
     return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
 
 
-def _function(name: str, params: list[str], lines: list[Line], returns: str) -> str:
-    body = [f"def {name}({', '.join(params)}):"]
-    body += [f"    {ln.target} = {ln.expr}  # {ln.comment}" for ln in lines]
+def _function(name: str, params: list[str], lines: list[Line], returned: list[str],
+              returns: str) -> tuple[str, list[tuple[Any, Any]]]:
+    """One generated function's source, its large intermediates placed by the memory plan
+    (which adds a `bufs` parameter when it uses buffers), and the buffers' shapes and dtypes."""
+    lines = simplify(lines, set(returned))
+    exprs, specs = Planner(lines, set(returned)).run()
+    head = ", ".join(params + (["bufs"] if specs else []))
+    body = [f"def {name}({head}):"]
+    body += [f"    {ln.target} = {e}  # {ln.comment}" for ln, e in zip(lines, exprs)]
     body.append(f"    return {returns}")
-    return "\n".join(body)
+    return "\n".join(body), specs
+
+
+def with_buffers(fn: Callable[..., Any], specs: list[tuple[Any, Any]]) -> Callable[..., Any]:
+    """fn called with a set of buffers of its own: taken from the spare sets, or made, and put
+    back when fn returns. A set is never used by two calls at once (threads, or a forward whose
+    backward is still to come)."""
+    if not specs:
+        return fn
+    spare: list[list[np.ndarray]] = []
+
+    def call(*args: Any) -> Any:
+        try:
+            bufs = spare.pop()
+        except IndexError:
+            bufs = [np.empty(shape, dtype) for shape, dtype in specs]
+        try:
+            return fn(*args, bufs)
+        finally:
+            spare.append(bufs)
+    call.__wrapped__ = fn  # type: ignore[attr-defined]  # the generated function itself
+    return call
 
 
 class Program:
@@ -54,7 +83,13 @@ class Program:
         self.n_outputs = 0
         self.first_recorded = 0
         self.recorded = False  # some output is recorded on the tape (an input requires grad)
+        self.guarded = False  # there are outside Tensors or modules to check before a replay
         self.out_def: Any = None
+        self.passthrough: list[tuple[int, str, int]] = []  # see trace.Trace._output
+        # Written for each program (see _plumbing): leaves -> input values; outputs -> fn's
+        # structure of Tensors.
+        self.read_inputs: Callable[..., Any] = lambda leaves, externals: []
+        self.pack: Callable[..., Any] = lambda outs: outs
 
     def still_valid(self) -> bool:
         """Do the Tensors read from outside and the modules reached still match the trace?"""
@@ -65,17 +100,18 @@ class Program:
         return all(read() is was for read, was in self.same)
 
     def input_values(self, leaves: list[Any]) -> list[Any]:
-        vals = [leaves[i] for i in self.input_index]
-        return [v._data if isinstance(v, TensorBase) else v for v in vals] + \
-            [t._data for t in self.externals]
+        """The values the generated forward takes: the argument leaves' arrays, then the
+        outside Tensors' arrays, read now."""
+        return self.read_inputs(leaves, self.externals)  # type: ignore[no-any-return]
 
-    def input_tensors(self, leaves: list[Any], values: list[Any]) -> list[Any]:
+    def input_tensors(self, leaves: Any) -> list[Any]:
         """The inputs as the compiled node's operands: Tensors as themselves, arrays and floats
         as values (the tape guards what the generated backward will read)."""
         return [leaves[i] for i in self.input_index] + self.externals
 
     def outputs(self, outs: tuple[Any, ...]) -> Any:
-        return unflatten(self.out_def, list(outs))
+        """The outputs as Tensors (those already Tensors kept) in fn's structure."""
+        return self.pack(outs)
 
     def forward_saving(self, *values: Any) -> tuple[Any, Any]:
         return self.forward(*values)  # type: ignore[no-any-return]
@@ -106,20 +142,59 @@ def build_program(trace: Trace, leaves: list[Any], outs: list[str], out_def: Any
         saved += [n for n in sorted(need & defined) if n not in saved]
         backward_parts.append((lines, returns))
     fwd, _ = _needed(forward_lines, set(outs) | set(saved))
-    src = [_function("forward", inputs, fwd, f"{_tuple(outs)}, {_tuple(saved)}")]
+    functions = {"forward": _function("forward", inputs, fwd, outs + saved,
+                                      f"{_tuple(outs)}, {_tuple(saved)}")}
     for k, part in enumerate(backward_parts):
         if part is not None:
-            src.append(_function(f"backward_{k}", ["g", *inputs, *saved], part[0],
-                                 _tuple(part[1])))
-    prog.source = "\n\n\n".join(src) + "\n"
+            functions[f"backward_{k}"] = _function(f"backward_{k}", ["g", *inputs, *saved],
+                                                   part[0], part[1], _tuple(part[1]))
+    prog.source = "\n\n\n".join(text for text, _ in functions.values()) + "\n"
     namespace = _compile_source(prog.source, trace.globals)
-    prog.forward = namespace["forward"]
-    prog.backwards = [namespace[f"backward_{k}"] if p is not None else None
-                      for k, p in enumerate(backward_parts)]
+    made = {name: with_buffers(namespace[name], specs)
+            for name, (_, specs) in functions.items()}
+    prog.forward = made["forward"]
+    prog.backwards = [made.get(f"backward_{k}") for k in range(len(backward_parts))]
     prog.recorded = any(b is not None for b in prog.backwards)
     prog.first_recorded = next((k for k, p in enumerate(prog.backwards) if p is not None), 0)
     _guards(prog, trace)
+    prog.guarded = bool(prog.expected or prog.same)
+    _plumbing(prog, leaves)
     return prog
+
+
+def _plumbing(prog: Program, leaves: list[Any]) -> None:
+    """Write read_inputs and pack as one expression each: a call then costs no walk over the
+    arguments' and outputs' structure."""
+    reads = [f"leaves[{i}]._data" if isinstance(leaves[i], TensorBase) else f"leaves[{i}]"
+             for i in prog.input_index]
+    reads += [f"externals[{j}]._data" for j in range(len(prog.externals))]
+    prog.read_inputs = eval(f"lambda leaves, externals: [{', '.join(reads)}]")  # noqa: S307
+    counter = iter(range(prog.n_outputs))
+
+    def build(d: Any) -> str:
+        if d is None:
+            return f"tensor(outs[{next(counter)}])"
+        if d[0] == "dict":
+            return "{" + ", ".join(f"{k!r}: {build(v)}" for k, v in zip(d[1], d[2])) + "}"
+        items = [build(v) for v in d[1]]
+        if d[0] == "list":
+            return "[" + ", ".join(items) + "]"
+        body = "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        if d[0] == "tuple":
+            return body
+        kinds.append(d[0])  # a namedtuple's class
+        return f"kinds[{len(kinds) - 1}]{body}"
+    kinds: list[Any] = []
+    text = build(prog.out_def)
+    prog.pack = eval(f"lambda outs: {text}", {"tensor": _as_tensor, "kinds": kinds})  # noqa: S307
+
+
+def _as_tensor(o: Any) -> Any:
+    """An output as a Tensor: a recorded node as it is, an array (or a NumPy scalar, which a
+    0-d result can be) as a new leaf."""
+    if isinstance(o, TensorBase):
+        return o
+    return leaf(o if type(o) is np.ndarray else np.asarray(o))
 
 
 def _compile_source(source: str, globals_: dict[str, Any]) -> dict[str, Any]:
@@ -132,23 +207,11 @@ def _compile_source(source: str, globals_: dict[str, Any]) -> dict[str, Any]:
 
 def _guards(prog: Program, trace: Trace) -> None:
     """What a later call checks before replaying: the outside Tensors' shapes, dtypes and
-    requires_grad, that each module attribute, closure cell and global that held one (or a
-    module) still does, and every reached module's training flag."""
+    requires_grad, every reached module's training flag, and that each place on the way from
+    fn to one of them (a closure cell, a global, an attribute, a list item) still holds what
+    it held (`trace.watches`)."""
     prog.expected = [(t, t._data.shape, t._data.dtype, t._requires_grad)
                      for t in trace.externals]
     watched = {id(t) for t in trace.externals} | {id(m) for m in trace.modules}
-    for m in trace.modules:
-        prog.same.append((functools.partial(getattr, m, "training"), m.training))
-        for name, v in vars(m).items():
-            if id(v) in watched:
-                prog.same.append((functools.partial(getattr, m, name, None), v))
-    fn = trace.fn
-    code = getattr(fn, "__code__", None)
-    for cell in getattr(fn, "__closure__", None) or ():
-        if id(cell.cell_contents) in watched:
-            prog.same.append((functools.partial(getattr, cell, "cell_contents"),
-                              cell.cell_contents))
-    scope = getattr(fn, "__globals__", {})
-    for name in code.co_names if code else ():
-        if name in scope and id(scope[name]) in watched:
-            prog.same.append((functools.partial(scope.get, name), scope[name]))
+    prog.same = [(functools.partial(getattr, m, "training"), m.training) for m in trace.modules]
+    prog.same += watches(trace.fn, watched)

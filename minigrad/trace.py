@@ -8,22 +8,34 @@ made inside the step). The reverse sweep is traced the same way: run with `creat
 VJP is made of primitives, so it is recorded too. Nothing is ever guessed: Python that reads a
 traced value, an argument computed on with NumPy, a random draw or a buffer write raise
 `CompileError` at the user's line instead of being frozen into the program.
+
+Arguments are stand-ins while tracing. A float is a `TracedFloat`: arithmetic on it is a line
+(`f3 = lr * f2`), a comparison or conversion raises. An ndarray is a `TracedArray`: its views
+and copies (`y.reshape(-1)`, `a[:, 1:]`) are lines, NumPy computing on it or a number read out
+of it raises; a boolean mask that changes between calls, which would change the shapes after
+it, is refused. What minigrad itself computes from an argument's values (a mask, the targets'
+weights) goes through `functions.constant`, which is a line too.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
+import linecache
 import os
+import re
 import sys
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from minigrad import graph
+from minigrad import graph, lowering
+from minigrad.function import FunctionCtx
 from minigrad.graph import TensorBase, apply, leaf, run_backward
-from minigrad.modes import MODES, user_site
+from minigrad.modes import MODES
 from minigrad.rules import Primitive
 
 
@@ -34,6 +46,19 @@ class CompileError(RuntimeError):
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
+
+
+def _site() -> str:
+    """File:line and source of the innermost frame that is neither minigrad's nor NumPy's: the
+    user's line (modes.user_site, which stops at NumPy's Python code, would name NumPy's)."""
+    frame: Any = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            (_PKG_DIR, _NUMPY_DIR)):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    src = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}: {src}"
 
 
 def _caller_is_user(depth: int = 2) -> bool:
@@ -49,21 +74,49 @@ def _caller_is_user(depth: int = 2) -> bool:
 
 # --- traced arguments -------------------------------------------------------------------------
 class TracedFloat(float):
-    """A float argument while tracing: an input of the program, so Python arithmetic on it
-    (which would freeze its value) raises; as an operand of Tensor ops it is recorded."""
+    """A float argument while tracing: an input of the program. As an operand of Tensor ops it
+    is recorded; arithmetic with other numbers (`lr * (1 - beta)`) is a line of the program
+    whose result is again a TracedFloat; a comparison or a conversion (`if lr > 0`, `int(lr)`),
+    which would freeze its value, raises. Inside an op (NumPy reading it as a number) it is the
+    float it holds."""
 
-    def _refuse(self, *other: Any) -> Any:
+    __hash__ = float.__hash__
+
+
+_ARITHMETIC = {"__add__": "{0} + {1}", "__radd__": "{1} + {0}", "__sub__": "{0} - {1}",
+               "__rsub__": "{1} - {0}", "__mul__": "{0} * {1}", "__rmul__": "{1} * {0}",
+               "__truediv__": "{0} / {1}", "__rtruediv__": "{1} / {0}",
+               "__pow__": "{0} ** {1}", "__rpow__": "{1} ** {0}", "__neg__": "-{0}",
+               "__pos__": "+{0}", "__abs__": "abs({0})"}
+
+
+def _guarded(name: str) -> Any:
+    plain = getattr(float, name)
+    template = _ARITHMETIC.get(name)
+
+    def method(self: float, *other: Any) -> Any:
+        if MODES.trace is None:  # a primitive is running: NumPy reads the number
+            return plain(self, *other)
         if other and isinstance(other[0], TensorBase):
             return NotImplemented
-        raise CompileError(f"compile: Python arithmetic or a comparison on a float argument "
-                           f"would freeze its value into the program, at {user_site()}; compute "
-                           f"with it as a Tensor operand, or pass the result as the argument")
+        if template is not None and all(isinstance(o, (int, float, np.integer, np.floating))
+                                        for o in other):
+            value = plain(self, *other)
+            if type(value) is float:
+                return MODES.trace.scalar(value, template, (self, *other))
+        raise CompileError(f"compile: a comparison or conversion of a float argument would "
+                           f"freeze its value into the program, at {_site()}; compute with it "
+                           f"as a Tensor operand (mg.where for a choice), or pass the result "
+                           f"as the argument")
+    return method
 
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse
-    __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __floordiv__ = __mod__ = _refuse
-    __lt__ = __le__ = __gt__ = __ge__ = __neg__ = __abs__ = __float__ = __int__ = _refuse
-    __bool__ = __round__ = _refuse
-    __hash__ = float.__hash__
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+              "__rtruediv__", "__pow__", "__rpow__", "__floordiv__", "__mod__", "__lt__", "__le__",
+              "__gt__", "__ge__", "__neg__", "__abs__", "__float__", "__int__", "__bool__",
+              "__round__", "__eq__", "__ne__", "__pos__", "__rfloordiv__", "__rmod__",
+              "__divmod__", "__rdivmod__", "__floor__", "__ceil__", "__trunc__"):
+    setattr(TracedFloat, _name, _guarded(_name))
 
 
 class TracedArray(np.ndarray):
@@ -84,20 +137,135 @@ class TracedArray(np.ndarray):
         _refuse_numpy(f"np.{func.__name__}")
         return super().__array_function__(func, types, args, kwargs)
 
+    # Python numbers read out of an argument by the step's code would be frozen the same way;
+    # views and copies of it are written into the program as lines (`y.reshape(-1)`).
+    def __getitem__(self, index: Any) -> Any:
+        out = super().__getitem__(index)
+        if not isinstance(out, np.ndarray):
+            _refuse_numpy("a number read out (a[i])")
+            return out
+        return _derive(self, out, "[]", (index,))
+
+    def reshape(self, *args: Any, **kwargs: Any) -> Any:
+        return _derive(self, super().reshape(*args, **kwargs), "reshape", args, kwargs)
+
+    def transpose(self, *args: Any) -> Any:
+        return _derive(self, super().transpose(*args), "transpose", args)
+
+    @property
+    def T(self) -> Any:  # noqa: N802  (NumPy's name)
+        return _derive(self, super().T, "T", ())
+
+    def ravel(self, *args: Any) -> Any:
+        return _derive(self, super().ravel(*args), "ravel", args)
+
+    def flatten(self, *args: Any) -> Any:
+        return _derive(self, super().flatten(*args), "flatten", args)
+
+    def squeeze(self, *args: Any, **kwargs: Any) -> Any:
+        return _derive(self, super().squeeze(*args, **kwargs), "squeeze", args, kwargs)
+
+    def astype(self, *args: Any, **kwargs: Any) -> Any:
+        return _derive(self, super().astype(*args, **kwargs), "astype", args, kwargs)
+
+    def copy(self, *args: Any) -> Any:
+        return _derive(self, super().copy(*args), "copy", args)
+
+    def __iter__(self) -> Any:
+        _refuse_numpy("iteration")
+        return super().__iter__()
+
+    def item(self, *args: Any) -> Any:
+        _refuse_numpy("item()")
+        return super().item(*args)
+
+    def tolist(self) -> Any:
+        _refuse_numpy("tolist()")
+        return super().tolist()
+
+    def __int__(self) -> int:
+        _refuse_numpy("int()")
+        return int(self.view(np.ndarray))
+
+    def __float__(self) -> float:
+        _refuse_numpy("float()")
+        return float(self.view(np.ndarray))
+
+    def __index__(self) -> int:
+        _refuse_numpy("index()")
+        return self.view(np.ndarray).__index__()  # type: ignore[no-any-return]
+
+    def __bool__(self) -> bool:
+        _refuse_numpy("bool()")
+        return bool(self.view(np.ndarray))
+
+
+def _derive(source: TracedArray, out: Any, method: str, args: tuple[Any, ...],
+            kwargs: dict[str, Any] | None = None) -> Any:
+    """out = source.method(*args): a new variable of the program, made by that line."""
+    trace = MODES.trace
+    if trace is None or not isinstance(out, np.ndarray):
+        return out
+    return trace.derive(source, out, method, args, kwargs or {})
+
+
+_FLOAT_AS_ARRAY = {"power"}  # rows whose VJP calls NumPy functions on a scalar operand
+
+
+def _has_float(v: Any) -> bool:
+    return type(v) is TracedFloat or isinstance(v, (tuple, list)) and any(map(_has_float, v))
+
+
+def _plain(v: Any) -> Any:
+    """v with each float argument as the plain float it holds (NumPy takes a float subclass
+    for a float64 array, a Python float as a scalar that keeps float32 float32)."""
+    if type(v) is TracedFloat:
+        return float.__float__(v)
+    if isinstance(v, (tuple, list)) and any(map(_has_float, v)):
+        return type(v)(map(_plain, v))
+    return v
+
+
+def _keep_traced_floats(t: TensorBase, args: tuple[Any, ...], params: dict[str, Any]) -> None:
+    """The record of an op run on plain floats (`_plain`) holds the float arguments again, so
+    a VJP traced from it computes with them, not with the numbers they held at the trace."""
+    if any(map(_has_float, args)):
+        t._values = [a if _has_float(a) else v for a, v in zip(args, t._values)]
+    if any(map(_has_float, params.values())):
+        t._params = {k: params[k] if _has_float(params[k]) else v for k, v in t._params.items()}
+
+
+def _contents(cell: Any) -> Any:
+    """A closure cell's value (None while the variable is unassigned)."""
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return None
+
+
+_STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _names_in(sources: Any) -> list[str]:
+    """The variables a parameter's source text reads (an index tuple `(c_2, actions)` reads
+    actions): the line uses them, and needs them defined before it."""
+    return [n for src in sources for n in _NAME.findall(_STRING.sub("", src))]
+
 
 def _refuse_numpy(what: str) -> None:
     if _caller_is_user(3):
-        raise CompileError(f"compile: {what} on an array argument would freeze the result into "
-                           f"the program, at {user_site()}; use minigrad ops on it (mg.tensor(a) "
+        raise CompileError(f"compile: {what} of an array argument would freeze the result into "
+                           f"the program, at {_site()}; use minigrad ops on it (mg.tensor(a) "
                            f"makes it a Tensor), or compute it outside and pass it in")
 
 
 # --- pytrees (the transforms' rules: dicts, lists, tuples; a list of numbers is one leaf) ----
 def _is_node(a: Any) -> bool:
-    if isinstance(a, dict):
-        return True
-    return isinstance(a, (list, tuple)) and any(
-        v is None or isinstance(v, (TensorBase, np.ndarray, dict, list, tuple)) for v in a)
+    """Every dict, list and tuple is opened: a number in one is a leaf of its own (a float an
+    input, an int part of the signature), where the transforms read a list of numbers as one
+    array."""
+    return isinstance(a, (dict, list, tuple))
 
 
 def flatten(tree: Any) -> tuple[list[Any], Any]:
@@ -156,11 +324,52 @@ def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 class Line:
-    __slots__ = ("target", "expr", "uses", "comment", "phase")
+    """`target = expr  # comment`, and what the memory plan (plan.py) needs to know of it: the
+    op, the value it had while tracing, and when it is one ufunc of its operands, that ufunc
+    (so it can be given `out=`), its operands and its parameters."""
+
+    __slots__ = ("target", "expr", "uses", "comment", "phase", "op", "value", "ufunc",
+                 "operands", "params")
 
     def __init__(self, target: str, expr: str, uses: list[str], comment: str, phase: int):
         self.target, self.expr, self.uses = target, expr, uses
         self.comment, self.phase = comment, phase
+        self.op = ""
+        self.value: Any = None
+        self.ufunc: np.ufunc | None = None
+        self.operands: list[str] = []  # the op's operands as source (not its parameters)
+        self.params: dict[str, Any] = {}  # its parameters' values while tracing
+
+
+def _describe(line: Line, op: Primitive, refs: list[str], params: dict[str, Any],
+              value: Any) -> None:
+    line.op, line.value, line.operands, line.params = op.name, value, refs, params
+    if op.run is op.forward and isinstance(op.run, np.ufunc) and not params:
+        line.ufunc = op.run
+    elif op.name == "relu" and op.run is op.forward:
+        line.ufunc, line.operands = np.maximum, [refs[0], "0"]
+
+
+def _identity(op: Primitive, args: tuple[Any, ...], refs: list[str], ans: Any,
+              dynamic: set[str]) -> str | None:
+    """The operand an op returns unchanged: x + 0, 0 + x, x − 0, x·1, 1·x, x / 1 with a constant
+    0 or 1 (of any shape that broadcasts to x's), when x has the result's shape and dtype."""
+    unit = {"add": 0, "subtract": 0, "multiply": 1, "divide": 1}.get(op.name)
+    if unit is None or len(args) != 2:
+        return None
+    sides = ((0, 1), (1, 0)) if op.name in ("add", "multiply") else ((0, 1),)
+    for keep, drop in sides:
+        x = args[keep]._data if isinstance(args[keep], TensorBase) else args[keep]
+        c = args[drop]._data if isinstance(args[drop], TensorBase) else args[drop]
+        if (refs[drop] not in dynamic and refs[keep] in dynamic and isinstance(x, np.ndarray)
+                and x.shape == np.shape(ans) and x.dtype == ans.dtype
+                and type(c) is not TracedFloat and np.all(np.asarray(c) == unit)):
+            return refs[keep]
+    return None
+
+
+_COMPARISONS: dict[Any, str] = {np.greater: ">", np.less: "<", np.greater_equal: ">=",
+                                np.less_equal: "<=", np.equal: "==", np.not_equal: "!="}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,8 +395,13 @@ class Trace:
         self.external_names: list[str] = []
         self.created: set[int] = set()  # Tensors made inside the step from constants
         self.modules: list[Any] = []  # modules reached, outermost first
+        self.value_of: dict[str, Any] = {}  # a variable's value at the trace
+        # outputs that are an argument's Tensor or an outside one: handed back as that object
+        self.passthrough: list[tuple[int, str, int]] = []  # (output, "leaf"/"external", index)
         self.counter = 0
         self.dynamic: set[str] = {"g"}  # variables whose value changes between calls
+        self.transposed: dict[str, tuple[str, Any]] = {}  # a transpose's result -> its operand
+        self._shape_of: dict[str, tuple[int, ...]] = {}
 
     # -- names -------------------------------------------------------------------------------
     def _fresh(self, base: str) -> str:
@@ -206,8 +420,11 @@ class Trace:
         return self._bind(arr, name)
 
     def _bind(self, arr: Any, name: str) -> str:
+        if isinstance(arr, np.ndarray):
+            self._shape_of.setdefault(name, arr.shape)
         self.vars[id(arr)] = name
         self.pinned.append(arr)
+        self.value_of.setdefault(name, arr)
         return name
 
     def _new_var(self, arr: Any) -> str:
@@ -215,6 +432,11 @@ class Trace:
         return self._bind(arr, self._fresh(f"v{self.counter}"))
 
     def constant(self, value: Any, hint: str = "c") -> str:
+        if hint == "c" and isinstance(value, np.ndarray) and value.size > 1:
+            hint = "zeros" if not value.any() else "ones" if (value == 1).all() else hint
+        if isinstance(value, np.ndarray):  # the program's own, unchangeable: no caller holds it
+            value = np.array(value)
+            value.flags.writeable = False
         name = self._fresh(hint)
         self.globals[name] = value
         return name
@@ -250,7 +472,8 @@ class Trace:
         out = []
         for i, a in enumerate(args):
             base = names[i] if i < len(names) else f"arg{i}"
-            n = len(flatten(a)[0]) if i not in self.static_argnums else 0
+            static = i in self.static_argnums or i - len(args) in self.static_argnums
+            n = 1 if static else len(flatten(a)[0])  # a static argument: one leaf, None
             out += [base] if n == 1 else [f"{base}_{j}" for j in range(n)]
         return out
 
@@ -260,40 +483,74 @@ class Trace:
         _refuse_custom(op, params)
         refs = [self.ref(a) for a in args]
         prefs = {k: self.param_ref(v) for k, v in params.items()}
+        if op.name == "getitem":
+            self._refuse_dynamic_mask(params["index"])
         MODES.trace = None  # the op's own work is not the step's code
-        try:
-            t = apply(op, *args, **params)
+        try:  # on the floats themselves: NumPy's rules for Python scalars, as eager
+            t = apply(op, *map(_plain, args), **{k: _plain(v) for k, v in params.items()})
         finally:
             MODES.trace = self
-        uses = refs + list(prefs.values())
+        if t._op is not None:
+            _keep_traced_floats(t, args, params)
+            for v, r in zip(t._values, refs):  # what the guard copied is the same value
+                if isinstance(v, np.ndarray) and id(v) not in self.vars and r in self.names:
+                    self._bind(v, r)
+        uses = refs + _names_in(prefs.values())
         if not any(u in self.dynamic for u in uses):  # folded: its value is the same every call
             self._bind(t._data, self.constant(t._data, "c"))
             return t
+        same = _identity(op, args, refs, t._data, self.dynamic) or self._untransposed(op, refs,
+                                                                                      params)
+        if same is not None:  # x + 0, x · 1 (a sum's spread upstream): x itself
+            self._bind(t._data, same)
+            return t
         target = self._new_var(t._data)
         self.dynamic.add(target)
-        if getattr(t, "_values", None) is not None:  # what the guard copied is the same value
-            for v, r in zip(t._values, refs):
-                if isinstance(v, np.ndarray) and id(v) not in self.vars and r in self.names:
-                    self._bind(v, r)
+        if t._op is not None:
             self._bind(t._ans, target)
-        self._emit(target, _expression(self, op, refs, prefs), uses)
+        self._emit(target, _expression(self, op, refs, prefs, params), uses)
+        _describe(self.lines[-1], op, refs, params, t._data)
+        if op.name == "transpose":
+            self.transposed[target] = (refs[0], params["axes"])
         return t
+
+    def _untransposed(self, op: Primitive, refs: list[str], params: dict[str, Any]) -> str | None:
+        """The variable a reshape to its own shape, or a transpose of a transpose (the second
+        undoing the first, as the reverse sweep's transpose of `W.T` does), gives back."""
+        if op.name == "reshape" and refs[0] in self.dynamic and \
+                params.get("shape") == self._shape_of.get(refs[0]):
+            return refs[0]  # a reshape to the shape it has (the sweep's rows of a 2-D product)
+        if op.name != "transpose" or refs[0] not in self.transposed:
+            return None
+        source, first = self.transposed[refs[0]]
+        second = params["axes"]
+        if first is None or second is None:
+            return source if first is None and second is None else None
+        return source if tuple(first[i] for i in second) == tuple(range(len(first))) else None
 
     def constant_op(self, fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> Any:
         """functions.constant (comparisons, argmax) under tracing."""
         refs = [self.ref(a) for a in args]
         MODES.trace = None
         try:
-            t = leaf(np.asarray(fn(*[a._data if isinstance(a, TensorBase) else a for a in args])))
+            t = leaf(np.asarray(fn(*[a._data if isinstance(a, TensorBase) else _plain(a)
+                                     for a in args])))
         finally:
             MODES.trace = self
         if not any(r in self.dynamic for r in refs):
             self._bind(t._data, self.constant(t._data, "c"))
             return t
-        fname = self.constant(fn, getattr(fn, "__name__", name))
         target = self._new_var(t._data)
         self.dynamic.add(target)
-        self._emit(target, f"{fname}({', '.join(refs)})", refs)
+        infix = _COMPARISONS.get(fn) if len(refs) == 2 else None
+        if infix is not None:
+            self._emit(target, f"{refs[0]} {infix} {refs[1]}", refs)
+        else:
+            self._emit(target, f"{self.constant(fn, getattr(fn, '__name__', name))}"
+                               f"({', '.join(refs)})", refs)
+        line = self.lines[-1]
+        line.op, line.value = name, t._data
+        line.ufunc, line.operands = (fn, refs) if isinstance(fn, np.ufunc) else (None, [])
         return t
 
     def alias(self, copy: Any, source: Any) -> None:
@@ -329,12 +586,81 @@ class Trace:
         if what == ".data" and not _caller_is_user(3):
             return
         raise CompileError(f"compile: {what} reads a traced Tensor's value in Python, at "
-                           f"{user_site()}; the program would freeze it. Keep the computation "
+                           f"{_site()}; the program would freeze it. Keep the computation "
                            f"in Tensor ops (mg.where instead of if, for example), or run this "
                            f"part outside the compiled step")
 
+    def scalar(self, value: float, template: str, operands: tuple[Any, ...]) -> TracedFloat:
+        """Python arithmetic on float arguments: a line, and its result a TracedFloat."""
+        refs = [self.floats[id(v)] if type(v) is TracedFloat else self.ref(v) for v in operands]
+        out = TracedFloat(value)
+        self.pinned.append(out)
+        self.counter += 1
+        target = self.floats[id(out)] = self._fresh(f"f{self.counter}")
+        self.dynamic.add(target)
+        self._emit(target, template.format(*refs), [r for r in refs if r in self.dynamic])
+        self.lines[-1].value = value
+        return out
+
+    def derive(self, source: Any, out: np.ndarray, method: str, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Any:
+        """An array argument's view or copy (`TracedArray.reshape` and the like): a line."""
+        name = self._known(source)
+        if name is None:
+            return out
+        parts = [self.param_ref(a) for a in args] + \
+            [f"{k}={self.param_ref(v)}" for k, v in kwargs.items()]
+        if method == "[]":
+            expr = f"{name}[{parts[0]}]"
+        elif method == "T":
+            expr = f"{name}.T"
+        else:
+            expr = f"{name}.{method}({', '.join(parts)})"
+        out = out if isinstance(out, TracedArray) else out.view(TracedArray)
+        target = self._new_var(out)
+        self.dynamic.add(target)
+        self.input_arrays.append(out)
+        self.array_names.append(target)
+        self._emit(target, expr, [name, *_names_in(parts)])
+        return out
+
+    def vjp_operands(self, t: TensorBase) -> tuple[Any, ...]:
+        """The operands a VJP traced with create_graph computes with (graph._recorded_operands):
+        the input Tensors; an array as a Tensor on it (so its variable is read); a float
+        argument as itself, a scalar of the call, or for the rows whose rule takes NumPy's
+        functions of it (power's where and log), as a 0-d float64 Tensor holding it."""
+        out: list[Any] = []
+        op: Any = t._op
+        for p, v in zip(t._inputs, t._values):
+            if p is not None:
+                out.append(p)
+            elif isinstance(v, np.ndarray):
+                out.append(leaf(v))
+            elif type(v) is TracedFloat and op.name in _FLOAT_AS_ARRAY:
+                a = leaf(np.asarray(float.__float__(v)))
+                target = self._new_var(a._data)
+                self.dynamic.add(target)
+                self._emit(target, f"np.asarray({self.floats[id(v)]})", [self.floats[id(v)]])
+                out.append(a)
+            else:
+                out.append(v)
+        return tuple(out)
+
+    def _refuse_dynamic_mask(self, index: Any) -> None:
+        """A boolean mask that changes between calls picks as many elements as it holds True:
+        the shapes after it, which the program has written down, would be the trace's."""
+        for part in index if isinstance(index, tuple) else (index,):
+            if isinstance(part, np.ndarray) and part.dtype == np.bool_ and \
+                    self._known(part) in self.dynamic:
+                raise CompileError(
+                    f"compile: indexing with a boolean mask that changes between calls, at "
+                    f"{_site()}: the result's shape depends on how many elements it holds "
+                    f"True, and a compiled step has one shape per trace. Use mg.where(mask, x, 0) "
+                    f"(same shape), or index with np.flatnonzero(mask) computed outside the step "
+                    f"(an index array: its length is part of the signature)")
+
     def refuse(self, what: str) -> None:
-        raise CompileError(f"compile: {what} inside a compiled step, at {user_site()}: a replay "
+        raise CompileError(f"compile: {what} inside a compiled step, at {_site()}: a replay "
                            f"would lose it. {_ADVICE.get(what, '')}")
 
     # -- values as variables -------------------------------------------------------------------
@@ -369,7 +695,7 @@ class Trace:
             for v in a:
                 if isinstance(v, (TracedFloat, TensorBase)):
                     raise CompileError(f"compile: a list holding a float argument or a Tensor "
-                                       f"is read as one array, at {user_site()}; use mg.stack")
+                                       f"is read as one array, at {_site()}; use mg.stack")
         lit = _literal(a)
         return lit if lit is not None else self.constant(np.array(a) if isinstance(
             a, (list, tuple)) else a, "c")
@@ -381,7 +707,7 @@ class Trace:
         for x, xname in zip(self.input_arrays, self.array_names):
             if np.may_share_memory(a, x):
                 raise CompileError(f"compile: an array computed with NumPy from the argument "
-                                   f"{xname!r} reached an op, at {user_site()}; it would be "
+                                   f"{xname!r} reached an op, at {_site()}; it would be "
                                    f"frozen into the program. Compute it with minigrad ops "
                                    f"(mg.tensor({xname}) gives a Tensor) or pass it in")
         return self.constant(np.array(a), "c")
@@ -412,8 +738,9 @@ class Trace:
     def _external_name(self, t: TensorBase) -> str:
         scopes = dict(getattr(self.fn, "__globals__", {}))
         code = getattr(self.fn, "__code__", None)
-        for n, cell in zip(code.co_freevars if code else (), self.fn.__closure__ or ()):
-            scopes[n] = cell.cell_contents
+        for n, cell in zip(code.co_freevars if code else (),
+                           getattr(self.fn, "__closure__", None) or ()):
+            scopes[n] = _contents(cell)
         for n, v in scopes.items():
             if v is t:
                 return n
@@ -425,7 +752,7 @@ class Trace:
         return "ext"
 
     def _emit(self, target: str, expr: str, uses: list[str]) -> None:
-        comment = self._vjp_site() or user_site().split(": ", 1)[-1]
+        comment = self._vjp_site() or _site().split(": ", 1)[-1]
         self.lines.append(Line(target, expr, uses, comment, self.phase))
         self.site_of[target] = comment
 
@@ -445,8 +772,11 @@ class Trace:
         return None
 
     # -- the run -------------------------------------------------------------------------------
-    def run(self, args: tuple[Any, ...], leaves: list[Any], treedef: Any) -> tuple[Any, Any]:
-        from minigrad.program import build_program
+    def run(self, args: tuple[Any, ...], leaves: list[Any], treedef: Any
+            ) -> tuple[list[Any], Any, list[str], list[Any]]:
+        """Run fn once on the tape, writing it down. Its output leaves and their structure, the
+        variable of each, and per output the variables of its inputs' gradients (None for an
+        output that needs no backward)."""
         names = self._leaf_names(args)
         traced = [self._traced_leaf(a, n) for a, n in zip(leaves, names)]
         call_args = list(unflatten(treedef, traced))
@@ -457,21 +787,32 @@ class Trace:
         try:
             result = self.fn(*call_args)
             out_leaves, out_def = flatten(result)
-            outs = [self._output(o) for o in out_leaves]
+            outs = [self._output(o, k, leaves) for k, o in enumerate(out_leaves)]
             grads = self._trace_backward(out_leaves, leaves)
         finally:
             MODES.trace = prev
-        program = build_program(self, leaves, outs, out_def, grads)
-        if not any(g is not None for g in grads):
-            out_leaves = [leaf(o._data) if isinstance(o, TensorBase) else o
-                          for o in out_leaves]
-        return unflatten(out_def, out_leaves), program
+        return out_leaves, out_def, outs, grads
 
-    def _output(self, o: Any) -> str:
+    def _output(self, o: Any, k: int, leaves: list[Any]) -> str:
+        """The variable output k is. As eager, an argument or outside Tensor returned comes
+        back as itself, and any other output holds memory of its own wherever eager's did: a
+        constant, or a value eager copied (`mg.tensor(x)`, x · 1), is copied at every call."""
         if not isinstance(o, TensorBase):
             raise CompileError(f"compile: the step returned a {type(o).__name__}; return "
                                f"Tensors (in tuples, lists or dicts)")
-        return self.ref(o)
+        name = self.ref(o)
+        for kind, pool in (("leaf", leaves), ("external", self.externals)):
+            i = next((i for i, a in enumerate(pool) if a is o), None)
+            if i is not None:
+                self.passthrough.append((k, kind, i))
+                return name
+        was = self.value_of.get(name)
+        if name in self.dynamic and (was is None or np.may_share_memory(o._data, was)):
+            return name
+        target = self._fresh(f"out{k}")
+        self.dynamic.add(target)
+        self._emit(target, f"np.array({name})", [name])
+        return target
 
     def _trace_backward(self, outs: list[Any], leaves: list[Any]) -> list[Any]:
         """Per output that needs one: the VJPs of its inputs, traced with create_graph."""
@@ -493,6 +834,89 @@ class Trace:
         return grads
 
 
+# ---------------------------------------------------------------------------------------------
+# What a later call must find where the trace found it
+# ---------------------------------------------------------------------------------------------
+Watch = tuple[Callable[[], Any], Any]  # (read the place again, what it held at the trace)
+_ATOMS = (TensorBase, np.ndarray, np.generic, type, types.ModuleType, str, bytes, int, float,
+          complex, type(None), types.BuiltinFunctionType)
+_WIDEST = 256  # a container this long is data, not where a model keeps its parts
+_DEEPEST = 8
+
+
+def watches(fn: Any, targets: set[int]) -> list[Watch]:
+    """Every rebindable place (a closure cell, a global fn reads, an attribute, a list item or
+    dict entry) on a path from fn to one of `targets` (the ids of the Tensors read from outside
+    and the modules reached), with what it holds now: a parameter swapped anywhere along the
+    way (`model.head.weight = …`, `layers[0] = …`, a new model in a global) shows at the next
+    call as one of these reading differently."""
+    found: list[Watch] = []
+    leads: dict[int, bool] = {}  # object id -> reaches a target (False while being walked)
+
+    def walk(obj: Any, depth: int) -> bool:
+        k = id(obj)
+        if k in leads:
+            return leads[k]
+        leads[k] = k in targets
+        if isinstance(obj, _ATOMS) or depth >= _DEEPEST:
+            return leads[k]
+        for read, value, rebindable in _references(obj):
+            if walk(value, depth + 1):
+                leads[k] = True
+                if rebindable:
+                    found.append((read, value))
+        return leads[k]
+
+    walk(fn, 0)
+    return found
+
+
+def _attribute(obj: Any, name: str) -> Any:
+    return vars(obj).get(name)  # the instance's own, as the trace found it (no descriptors)
+
+
+def _item(container: Any, key: Any) -> Any:
+    try:
+        return container[key]
+    except (IndexError, KeyError):
+        return None
+
+
+def _references(obj: Any) -> Iterator[tuple[Callable[[], Any], Any, bool]]:
+    """(read again, value, whether the place can be rebound) for each reference obj holds."""
+    if isinstance(obj, types.FunctionType):
+        yield from _function_references(obj)
+    elif isinstance(obj, types.MethodType):
+        yield functools.partial(getattr, obj, "__self__"), obj.__self__, False
+        yield functools.partial(getattr, obj, "__func__"), obj.__func__, False
+    elif isinstance(obj, functools.partial):
+        yield functools.partial(getattr, obj, "func"), obj.func, False
+        for i, v in enumerate((*obj.args, *obj.keywords.values())):
+            yield functools.partial(_item, obj.args, i), v, False
+    elif isinstance(obj, (list, tuple)) and len(obj) <= _WIDEST:
+        for i, v in enumerate(obj):
+            yield functools.partial(_item, obj, i), v, isinstance(obj, list)
+    elif isinstance(obj, dict) and len(obj) <= _WIDEST:
+        for key, v in list(obj.items()):
+            yield functools.partial(_item, obj, key), v, True
+    elif isinstance(getattr(obj, "__dict__", None), dict):
+        for name, v in list(vars(obj).items()):
+            yield functools.partial(_attribute, obj, name), v, True
+
+
+def _function_references(fn: types.FunctionType
+                         ) -> Iterator[tuple[Callable[[], Any], Any, bool]]:
+    """A function's closure cells, the globals its code names, its attributes (__wrapped__)."""
+    for cell in fn.__closure__ or ():
+        yield functools.partial(_contents, cell), _contents(cell), True
+    scope = fn.__globals__
+    for name in fn.__code__.co_names:
+        if name in scope:
+            yield functools.partial(scope.get, name), scope[name], True
+    for name, v in list(vars(fn).items()):
+        yield functools.partial(_attribute, fn, name), v, True
+
+
 _ADVICE = {
     "backward()": "Compile the loss and call backward() on the compiled step's output, or "
                   "compile mg.value_and_grad(loss_fn).",
@@ -505,15 +929,21 @@ _ADVICE = {
 
 
 def _refuse_custom(op: Primitive, params: dict[str, Any]) -> None:
-    from minigrad.function import FunctionCtx
     if any(isinstance(v, FunctionCtx) for v in params.values()) or op.name == "first_order_only":
         raise CompileError(f"compile: the custom mg.Function {op.name} keeps state between its "
                            f"forward and backward in Python, which a generated program cannot "
-                           f"replay; call it outside the compiled step (at {user_site()})")
+                           f"replay; call it outside the compiled step (at {_site()})")
 
 
-def _expression(trace: Trace, op: Primitive, refs: list[str], prefs: dict[str, str]) -> str:
+def _expression(trace: Trace, op: Primitive, refs: list[str], prefs: dict[str, str],
+                params: dict[str, Any]) -> str:
     run = op.run
+    if run is op.forward or op.name == "scatter_add":
+        written = lowering.write(op.name, refs, prefs, params, trace.dynamic)
+        if written is not None:
+            if "scatter_unique" in written:
+                trace.globals["scatter_unique"] = lowering.scatter_unique
+            return written
     infix = _INFIX.get(op.name)
     if infix and run is op.forward and not prefs and len(refs) == 2:
         return f"{refs[0]} {infix} {refs[1]}"

@@ -11,12 +11,13 @@ log_softmax(z) = z − max z − log Σ e^(z − max z) stays finite.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
 import numpy as np
 
-from minigrad.functions import clip, linear, log_softmax, reshape, softmax, where
+from minigrad.functions import clip, constant, linear, log_softmax, reshape, softmax, where
 from minigrad.modes import MODES
 from minigrad.nn import primitives
 from minigrad.nn.convolution import conv2d, max_pool2d
@@ -53,8 +54,14 @@ def _float_dtype(x: Any) -> np.dtype[Any]:
 def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
     """y = x where x > 0, else negative_slope·x;  the slope at 0 is negative_slope (PyTorch's).
     One recorded multiply by a constant mask of 1s and slopes."""
-    mask = np.where(_value(x) > 0, 1.0, negative_slope).astype(_float_dtype(x))
-    return _tensor(x) * mask
+    slopes = functools.partial(_slopes, slope=negative_slope, dtype=_float_dtype(x))
+    return _tensor(x) * constant(slopes, x, name="leaky_relu_slopes")
+
+
+def _slopes(v: np.ndarray, slope: float, dtype: Any) -> np.ndarray:
+    """1 where v > 0, else slope: leaky_relu's constant mask (a function of the input's values,
+    so `constant` computes it, and a compiled step at every call)."""
+    return np.where(v > 0, 1.0, slope).astype(dtype)
 
 
 def silu(x: Any) -> Tensor:
@@ -67,7 +74,7 @@ def elu(x: Any, alpha: float = 1.0) -> Tensor:
 
     eˣ is taken of min(x, 0) (a clip, which passes the gradient at 0): eˣ of a large positive x
     would overflow, and the where's zero gradient times its infinite slope would be NaN."""
-    return where(_value(x) > 0, x, alpha * expm1(clip(x, None, 0)))
+    return where(_tensor(x) > 0, x, alpha * expm1(clip(x, None, 0)))
 
 
 def softplus(x: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
@@ -126,15 +133,22 @@ def embedding(idx: Any, weight: Any, padding_idx: int | None = None) -> Tensor:
     if i.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {i.dtype} (shape "
                         f"{i.shape}); convert with .astype(int)")
+    # `constant` of the indices: a compiled step checks them (and masks the padding) per call
+    ids = constant(functools.partial(_checked_ids, shape=shape), idx, name="embedding_ids")
+    out = _tensor(weight)[ids]
+    if padding_idx is None:
+        return out
+    pad = _padding_index(padding_idx, shape[0], "embedding")
+    return where((ids != pad)[..., None], out, out.detach())
+
+
+def _checked_ids(i: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The indices, each in [0, num_embeddings) (a negative one would pick from the end)."""
     if i.size and (i.min() < 0 or i.max() >= shape[0]):
         bad = i[(i < 0) | (i >= shape[0])].flat[0]
         raise IndexError(f"embedding: index {bad} is out of range for {shape[0]} embeddings "
                          f"(weight shape {shape}); indices must lie in [0, {shape[0]})")
-    out = _tensor(weight)[i]
-    if padding_idx is None:
-        return out
-    pad = _padding_index(padding_idx, shape[0], "embedding")
-    return where((i != pad)[..., None], out, out.detach())
+    return i
 
 
 def _padding_index(padding_idx: int, n: int, name: str) -> int:
@@ -203,11 +217,24 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None, 
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: running_mean and running_var are needed when not "
                              "training (or pass training=True to use the batch's statistics)")
-        mean, var = _value(running_mean), _value(running_var)
+        # constants of the running statistics, read where they are now (buffers move)
         dt = _float_dtype(x)
-        y = (_tensor(x) - mean.reshape(per_channel).astype(dt)) * (
-            1 / np.sqrt(var.reshape(per_channel) + eps)).astype(dt)
+        mean = constant(functools.partial(_channel_mean, shape=per_channel, dtype=dt),
+                        running_mean, name="running_mean")
+        scale = constant(functools.partial(_channel_scale, shape=per_channel, dtype=dt, eps=eps),
+                         running_var, name="inverse_std")
+        y = (_tensor(x) - mean) * scale
     return _affine(y, weight, bias, per_channel if len(xs) > 2 else None)
+
+
+def _channel_mean(mean: np.ndarray, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    return mean.reshape(shape).astype(dtype)
+
+
+def _channel_scale(var: np.ndarray, shape: tuple[int, ...], dtype: Any, eps: float
+                   ) -> np.ndarray:
+    """1/√(var + ε) per channel."""
+    return (1 / np.sqrt(var.reshape(shape) + eps)).astype(dtype)
 
 
 def _channel_axes(shape: tuple[int, ...], name: str, training: bool
@@ -275,12 +302,16 @@ def _class_indices(targets: Any, n: int, c: int, logits_shape: tuple[int, ...], 
     if t.shape != (n,):
         raise ValueError(f"{name}: targets must have shape (N,) = ({n},) for input of shape "
                          f"{logits_shape}, got shape {t.shape}")
+    _check_targets(t, c, name, ignore_index, f"input shape {logits_shape}")
+    return t
+
+
+def _check_targets(t: np.ndarray, c: int, name: str, ignore_index: int, where: str) -> None:
     bad = t[((t < 0) | (t >= c)) & (t != ignore_index)]
     if bad.size:
         raise ValueError(f"{name}: target {bad[0]} is out of range for {c} classes "
-                         f"(input shape {logits_shape}, targets shape {t.shape}); "
+                         f"({where}, targets shape {t.shape}); "
                          f"targets must lie in [0, {c}) or equal ignore_index={ignore_index}")
-    return t
 
 
 def _check_2d(x: Any, name: str, what: str) -> tuple[int, int]:
@@ -344,19 +375,41 @@ def _nll(lp: Tensor, t: np.ndarray, weight: Any, ignore_index: int, reduction: s
     w = _class_weights(weight, c, name)
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"{name}: label_smoothing must lie in [0, 1], got {smoothing!r}")
-    keep = t != ignore_index
-    if w is None and not smoothing and keep.all():  # the common case: pick and reduce
-        return _reduce(lp[np.arange(n), t], reduction, name, negate=True)
-    safe = np.where(keep, t, 0)
-    row_w = (np.ones(n) if w is None else w[safe].astype(np.float64)) * keep
-    rows = lp[np.arange(n), safe] * row_w.astype(lp.dtype)  # −ℓᵢ, 0 where ignored
+    if w is None and not smoothing and MODES.trace is None and (t != ignore_index).all():
+        return _reduce(lp[np.arange(n), t], reduction, name, negate=True)  # pick and reduce
+    # What the targets decide is `constant` of them: a compiled step computes it at each call
+    # (the targets are an input there), and checks their range each time as eager does.
+    of_t = functools.partial(_target_terms, weight=w, ignore_index=ignore_index, c=c,
+                             smoothing=smoothing, dtype=lp.dtype, name=name)
+    safe = constant(functools.partial(of_t, what="safe"), t, name="safe_targets")
+    rows = lp[np.arange(n), safe] * constant(functools.partial(of_t, what="rows"), t,
+                                             name="row_weights")  # −ℓᵢ, 0 where ignored
     if smoothing:
-        spread = (smoothing / c) * (np.ones(c) if w is None else w) * keep[:, None]
-        rows = rows * (1.0 - smoothing) + (lp * spread.astype(lp.dtype)).sum(axis=1)
+        spread = constant(functools.partial(of_t, what="spread"), t, name="smoothing")
+        rows = rows * (1.0 - smoothing) + (lp * spread).sum(axis=1)
     if reduction == "mean":
-        total = float(row_w.sum())
-        return rows.sum() * (-1.0 / total if total else float("nan"))
+        return rows.sum() * constant(functools.partial(of_t, what="scale"), t, name="mean_scale")
     return _reduce(rows, reduction, name, negate=True)
+
+
+def _target_terms(t: np.ndarray, weight: np.ndarray | None, ignore_index: int, c: int,
+                  smoothing: float, dtype: Any, name: str, what: str) -> np.ndarray:
+    """What the targets t decide in nll: the class each row picks ("safe", 0 where ignored),
+    each row's weight w[tᵢ] ("rows", 0 where ignored), the smoothing term ε/C·w[c] of each row
+    and class ("spread"), and −1/Σᵢ w[tᵢ] ("scale", the mean's factor; NaN if nothing counts)."""
+    _check_targets(t, c, name, ignore_index, f"{name} ({len(t)} targets)")
+    keep = t != ignore_index
+    safe = np.where(keep, t, 0)
+    if what == "safe":
+        return safe
+    if what == "spread":
+        return ((smoothing / c) * (np.ones(c) if weight is None else weight) *
+                keep[:, None]).astype(dtype)
+    row_w = (np.ones(len(t)) if weight is None else weight[safe].astype(np.float64)) * keep
+    if what == "rows":
+        return row_w.astype(dtype)
+    total = float(row_w.sum())
+    return np.asarray(-1.0 / total if total else float("nan")).astype(dtype)
 
 
 def _difference(pred: Any, target: Any, name: str) -> Tensor:
@@ -435,4 +488,4 @@ def binary_cross_entropy_with_logits(logits: Any, targets: Any, reduction: Reduc
 def _constant_like(value: Any, like: Tensor) -> Any:
     """A Tensor as it is (it may be differentiated), anything else as an array of like's dtype
     (so float32 stays float32)."""
-    return value if isinstance(value, Tensor) else _value(value).astype(like.dtype)
+    return value if isinstance(value, Tensor) else Tensor(value, dtype=like.dtype)
