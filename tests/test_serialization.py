@@ -456,9 +456,10 @@ def test_a_save_whose_new_file_a_cleaner_removed_takes_another(tmp_path, monkeyp
 
 _SAVER = """
 import sys, numpy as np, minigrad as mg
-big = np.zeros(2 ** 21)
+big = np.ones(2 ** 21)
+gen = 1
+mg.save({"gen": gen, "big": big}, sys.argv[1])  # a whole checkpoint exists before any kill
 print("ready", flush=True)
-gen = 0
 while True:
     gen += 1
     big[:] = gen
