@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# (variant row, what, field of minigrad's row, limit)
-TARGETS: tuple[tuple[str, str, str, float], ...] = (
+# (variant row, what, field of the row, limit[, implementation: minigrad unless given])
+TARGETS: tuple[tuple[Any, ...], ...] = (
     ("W0", "minigrad ≤ 0.4× PyTorch (per op)", "ratio_to_torch", 0.4),
     ("W1", "minigrad ≤ 0.4× PyTorch", "ratio_to_torch", 0.4),
     ("W2", "minigrad ≤ 1.25× NumPy floor", "ratio_to_floor", 1.25),
@@ -16,6 +16,19 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ("W5-100k", "100,000 ops work; minigrad per op ≤ PyTorch", "ratio_to_torch", 1.0),
     ("W6", "minigrad s per env step ≤ 1.5× NumPy floor", "ratio_to_floor", 1.5),
     ("W8", "minigrad epoch ≤ 1.2× PyTorch", "ratio_to_torch", 1.2),
+    ("W0", "compiled ≤ 2.0× NumPy floor", "ratio_to_floor", 2.0, "minigrad-compiled"),
+    ("W1", "compiled ≤ 1.5× NumPy floor", "ratio_to_floor", 1.5, "minigrad-compiled"),
+    ("W1-train", "compiled + Adam ≤ 2.0× NumPy floor", "ratio_to_floor", 2.0,
+     "minigrad-compiled"),
+    ("W2", "compiled ≤ 0.6× NumPy floor (default malloc; ≤ 1.05× warm)", "ratio_to_floor",
+     0.6, "minigrad-compiled"),
+    ("W3-float32", "compiled ≤ 1.05× NumPy floor", "ratio_to_floor", 1.05,
+     "minigrad-compiled"),
+    ("W3-float64", "compiled ≤ 1.05× NumPy floor", "ratio_to_floor", 1.05,
+     "minigrad-compiled"),
+    ("W4", "compiled ≤ 1.05× NumPy floor", "ratio_to_floor", 1.05, "minigrad-compiled"),
+    ("W4", "compiled peak ≤ the floor's (2 activations)", "peak_activations", 2.0,
+     "minigrad-compiled"),
 )
 
 
@@ -28,8 +41,8 @@ def find(rows: list[dict[str, Any]], name: str, impl: str) -> dict[str, Any] | N
 
 def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    for name, what, key, limit in TARGETS:
-        row = find(rows, name, "minigrad")
+    for name, what, key, limit, *impl in TARGETS:
+        row = find(rows, name, impl[0] if impl else "minigrad")
         if row is None:
             continue
         value = row.get(key)

@@ -9,6 +9,10 @@ example's); the returns have both signs, so the weights wander without running o
   whole-array operations (torch.optim.Adam's update).
 - **minigrad**: user code, `(x @ W1 + b1).relu() @ W2 + b2` on Tensors, `log_softmax`,
   `opt.zero_grad()`, `loss.backward()`, `opt.step()` with `mg.optim.Adam`.
+- **minigrad-compiled**: the same loss as a plain function of the parameters, through
+  `mg.compile(mg.value_and_grad(...))` called under `mg.no_grad()` (the parameters require
+  grad, so otherwise the value and the gradients would be recorded for higher order); the
+  gradients go to `.grad` and `opt.step()` runs.
 - **torch**: the same lines on torch Tensors with `torch.optim.Adam`.
 
 A step starts from where the previous one left the weights; `--check` compares one step from
@@ -123,6 +127,27 @@ def w1_train(quick: bool) -> list[Variant]:
             return ps
         return Impl(step, lambda ps: _common_layout([p.grad for p in ps], [p.data for p in ps]))
 
+    def compiled_impl() -> Impl:
+        ps = [mg.tensor(p.T if p.ndim == 2 else p, requires_grad=True) for p in params]
+        opt = mg.optim.Adam(ps, lr=LR, betas=BETAS, eps=EPS)
+
+        def loss_fn(w1: Any, b1: Any, w2: Any, b2: Any, x: Any, a: int, ret: float) -> Any:
+            logp = ((x @ w1 + b1).relu() @ w2 + b2).log_softmax(axis=-1)
+            return -(logp[0, a] * ret)
+        vg = mg.compile(mg.value_and_grad(loss_fn, argnums=(0, 1, 2, 3)))
+        k = [0]
+
+        def step() -> Any:
+            x, a, ret = samples[k[0] % len(samples)]
+            k[0] += 1
+            with mg.no_grad():  # the gradients are wanted, not a tape behind them
+                _, grads = vg(*ps, x, a, ret)
+            for p, g in zip(ps, grads):
+                p.grad = g.numpy()
+            opt.step()
+            return ps
+        return Impl(step, lambda ps: _common_layout([p.grad for p in ps], [p.data for p in ps]))
+
     def torch_impl() -> Impl:
         torch = torch_module()
         w1, b1, w2, b2 = ps = [torch.tensor(p.T if p.ndim == 2 else p, requires_grad=True)
@@ -146,7 +171,8 @@ def w1_train(quick: bool) -> list[Variant]:
     what = ("policy training step: W1's 4-16-2 net, forward + backward + Adam (lr 0.02); "
             "floor: one flat parameter array")
     return [Variant("W1-train", "W1", what,
-                    dict(numpy=numpy_impl, minigrad=minigrad_impl, torch=torch_impl),
+                    {"numpy": numpy_impl, "minigrad": minigrad_impl,
+                     "minigrad-compiled": compiled_impl, "torch": torch_impl},
                     rtol=1e-9, notes=["W1-train: --check compares the gradients and the "
                                       "parameters after one step"])]
 

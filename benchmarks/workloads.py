@@ -3,6 +3,8 @@
 - **numpy**: the floor. A hand-written forward and backward, the straightforward code a careful
   person writes (in place where that is natural, no wasted work, no tricks beyond that).
 - **minigrad**: the public API, as a user writes it (`mg.nn` when it imports, else raw Tensors).
+- **minigrad-compiled**: the same user code as a plain function of its parameters, wrapped in
+  `mg.compile(mg.value_and_grad(...))`: one generated program for the forward and backward.
 - **torch**: PyTorch CPU, as a user writes it (`torch.nn`, `torch.log_softmax`, `backward`).
 - **autograd**: HIPS autograd, when it imports.
 - **bare** (W0–W3): the least an eager NumPy tape can do (`benchmarks/bare_tape.py`): the same
@@ -29,7 +31,7 @@ import minigrad as mg
 from benchmarks import bare_tape as bt
 from benchmarks.harness import autograd_module, torch_module
 
-IMPLS = ("numpy", "minigrad", "torch", "autograd", "bare")
+IMPLS = ("numpy", "minigrad", "minigrad-compiled", "torch", "autograd", "bare")
 
 
 @dataclass
@@ -123,9 +125,15 @@ def w0(quick: bool) -> list[Variant]:
             return x.grad
         return Impl(step, lambda r: [r])
 
+    def compiled_impl() -> Impl:
+        vg = mg.compile(mg.value_and_grad(lambda x: ((x * 2 + 1).tanh()).sum()))
+        x = mg.tensor(x0)
+        return Impl(lambda: vg(x)[1], lambda r: [r.numpy()])
+
     return [Variant("W0", "W0", "per-op overhead: ((x*2+1).tanh()).sum(), x (4,) float64",
-                    dict(numpy=numpy_impl, minigrad=minigrad_impl, torch=torch_impl,
-                         autograd=autograd_impl, bare=bare_impl), ops=4, rtol=1e-12)]
+                    {"numpy": numpy_impl, "minigrad": minigrad_impl,
+                     "minigrad-compiled": compiled_impl, "torch": torch_impl,
+                     "autograd": autograd_impl, "bare": bare_impl}, ops=4, rtol=1e-12)]
 
 
 # =============================================================================================
@@ -317,12 +325,30 @@ def _mlp_variant(name: str, workload: str, what: str, sizes: tuple[int, int, int
             return [p.grad for p in ps]
         return Impl(step, _numpy_grads)
 
+    def compiled_impl() -> Impl:
+        if kind == "reinforce1":
+            def loss_fn(w1: Any, b1: Any, w2: Any, b2: Any, t: Any) -> Any:
+                logp = ((t @ w1.T + b1).relu() @ w2.T + b2).log_softmax(axis=-1)
+                return -(logp[0, a0] * g0)
+        elif kind == "reinforce":
+            def loss_fn(w1: Any, b1: Any, w2: Any, b2: Any, t: Any) -> Any:
+                logp = ((t @ w1.T + b1).relu() @ w2.T + b2).log_softmax(axis=-1)
+                return -(logp[rows, targets] * weights).mean()
+        else:
+            def loss_fn(w1: Any, b1: Any, w2: Any, b2: Any, t: Any) -> Any:
+                logits = (t @ w1.T + b1).relu() @ w2.T + b2
+                return -logits.log_softmax(axis=-1)[rows, targets].mean()
+        vg = mg.compile(mg.value_and_grad(loss_fn, argnums=(0, 1, 2, 3)))
+        ps = [mg.tensor(p) for p in params]
+        return Impl(lambda: vg(*ps, x)[1], lambda gs: [g.numpy() for g in gs])
+
     if minigrad_nn() is None:
         notes.append("minigrad: raw Tensors (minigrad.nn not available)")
     rtol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
-    return Variant(name, workload, what, dict(numpy=numpy_impl, minigrad=minigrad_impl,
-                                              torch=torch_impl, autograd=autograd_impl,
-                                              bare=bare_impl),
+    return Variant(name, workload, what, {"numpy": numpy_impl, "minigrad": minigrad_impl,
+                                          "minigrad-compiled": compiled_impl,
+                                          "torch": torch_impl, "autograd": autograd_impl,
+                                          "bare": bare_impl},
                    rtol=rtol, notes=notes)
 
 
@@ -415,9 +441,15 @@ def w4(quick: bool) -> list[Variant]:
             return vjp(g)
         return Impl(step, lambda r: [r])
 
+    def compiled_impl() -> Impl:
+        # The VJP of softmax at g is the gradient of ⟨softmax(x), g⟩: ordinary user code.
+        grad = mg.compile(mg.grad(lambda t, u: (t.softmax(axis=-1) * u).sum()))
+        return Impl(lambda: grad(x, g), lambda r: [r.numpy()])
+
     return [Variant("W4", "W4", "softmax forward + VJP, (4096, 1000) float64",
-                    dict(numpy=numpy_impl, minigrad=minigrad_impl, torch=torch_impl,
-                         autograd=autograd_impl),
+                    {"numpy": numpy_impl, "minigrad": minigrad_impl,
+                     "minigrad-compiled": compiled_impl, "torch": torch_impl,
+                     "autograd": autograd_impl},
                     activation_bytes=x.nbytes, measure_peak=True, rtol=1e-10)]
 
 

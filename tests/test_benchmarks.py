@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+IMPLS = ("numpy", "minigrad", "minigrad-compiled", "torch", "autograd", "bare")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +43,7 @@ def test_quick_run_schema(quick_run: tuple[dict[str, Any], str, str]) -> None:
     assert isinstance(rows, list) and rows
     for r in rows:
         assert isinstance(r["name"], str) and r["name"].startswith("W")
-        assert r["impl"] in ("numpy", "minigrad", "torch", "autograd", "bare")
+        assert r["impl"] in IMPLS
         for key in ("median_s", "ratio_to_floor", "ratio_to_torch", "peak_bytes"):
             assert key in r and _number_or_none(r[key]), (r["name"], r["impl"], key, r[key])
         assert "error" not in r, (r["name"], r["impl"], r.get("error"))

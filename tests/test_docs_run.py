@@ -5,7 +5,8 @@ A fragment that cannot run as written (output, a shell session, one line of a la
 takes another fence (```text, ```pycon, ```console); a ```python block that needs a name
 defines it earlier in the same file. A failure names the file, the block's opening line and
 the failing line of the file. A ```text block showing a tape listing (`mg.tape`'s output,
-first line "tape: ...") must be what the page's code prints.
+first line "tape: ...") or a compiled step's source (first line "def forward(") must be what
+the page's code prints.
 
 The README's CartPole table must be, line for line, what the command shown above it
 (examples/cartpole_table.py) prints for the results in its rows."""
@@ -29,6 +30,7 @@ FENCE = re.compile(r"^(`{3,}|~{3,})\s*([^`\s]*)")
 # Fences a reader would take for Python but the runner would not: they would dodge the test.
 PYTHON_ALIASES = {"py", "py3", "python3", "python3.11", "python2", "py2", "ipython", "ipython3"}
 TIMEOUT = 60  # seconds per file; the whole test takes a few
+PRINTED = ("tape: ", "def forward(")  # listings the page's code prints, checked word for word
 
 
 def fenced_blocks(text: str) -> list[tuple[str, int, list[str]]]:
@@ -111,9 +113,9 @@ def test_python_blocks_run(doc: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, (
         f"{name}: {where_it_failed(proc.stderr, script, origin)}\n{proc.stderr[-3000:]}")
     for info, start, body in fenced_blocks(text):
-        if info == "text" and body and body[0].startswith("tape: "):
+        if info == "text" and body and body[0].startswith(PRINTED):
             assert "\n".join(body) in proc.stdout, (
-                f"{name}:{start}: this tape listing is not what the page's code prints; it "
+                f"{name}:{start}: this listing is not what the page's code prints; it "
                 f"printed:\n{proc.stdout}")
 
 
