@@ -77,8 +77,14 @@ def _scatter_add(r: Refs, p: Params, raw: Raw) -> str | None:
     return None
 
 
+def _linear(r: Refs, p: Params, raw: Raw) -> str:
+    product = f"{r[0]} @ {r[1]}.mT"
+    return product if len(r) < 3 or r[2] == "None" else f"{product} + {r[2]}"
+
+
 WRITERS: dict[str, Writer] = {
     "relu": lambda r, p, raw: f"np.maximum({r[0]}, 0)",
+    "linear": _linear,
     "mean": lambda r, p, raw: f"np.add.reduce({r[0]}, axis={p['axis']}, "
                               f"keepdims={p['keepdims']}) / {p['count']}",
     "transpose": _transpose,

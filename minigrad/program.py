@@ -15,7 +15,7 @@ import numpy as np
 from minigrad.graph import TensorBase, leaf
 from minigrad.peephole import simplify
 from minigrad.plan import Planner
-from minigrad.trace import Line, Trace, watches
+from minigrad.trace import Line, Trace, _attribute, watches
 
 _serial = count(1).__next__  # each program's source gets a file name of its own (tracebacks)
 
@@ -80,6 +80,7 @@ class Program:
         self.externals: list[TensorBase] = []
         self.expected: list[tuple[TensorBase, tuple[int, ...], Any, bool]] = []
         self.same: list[tuple[Callable[[], Any], Any]] = []  # (read again, what it was)
+        self.valid: Callable[[], bool] = lambda: True
         self.n_outputs = 0
         self.first_recorded = 0
         self.recorded = False  # some output is recorded on the tape (an input requires grad)
@@ -92,12 +93,9 @@ class Program:
         self.pack: Callable[..., Any] = lambda outs: outs
 
     def still_valid(self) -> bool:
-        """Do the Tensors read from outside and the modules reached still match the trace?"""
-        for t, shape, dtype, rg in self.expected:
-            d = t._data
-            if d.shape != shape or d.dtype != dtype or t._requires_grad != rg:
-                return False
-        return all(read() is was for read, was in self.same)
+        """Do the Tensors read from outside and the modules reached still match the trace?
+        (`expected` and `same`, written out as one expression by `_checks`.)"""
+        return self.valid()  # type: ignore[no-any-return]
 
     def input_values(self, leaves: list[Any]) -> list[Any]:
         """The values the generated forward takes: the argument leaves' arrays, then the
@@ -215,3 +213,39 @@ def _guards(prog: Program, trace: Trace) -> None:
     watched = {id(t) for t in trace.externals} | {id(m) for m in trace.modules}
     prog.same = [(functools.partial(getattr, m, "training"), m.training) for m in trace.modules]
     prog.same += watches(trace.fn, watched)
+    prog.valid = _checks(prog.expected, prog.same)
+
+
+def _checks(expected: list[tuple[TensorBase, tuple[int, ...], Any, bool]],
+            same: list[tuple[Callable[[], Any], Any]]) -> Callable[[], bool]:
+    """Every check of `Program.still_valid` as one compiled expression: it runs at each call,
+    and a watch read through its own function call costs several times a direct read."""
+    names: dict[str, Any] = {}
+    parts = []
+    for i, (t, shape, dtype, rg) in enumerate(expected):
+        names.update({f"t{i}": t, f"s{i}": shape, f"d{i}": dtype, f"r{i}": rg})
+        parts.append(f"t{i}._data.shape == s{i} and t{i}._data.dtype == d{i} and "
+                     f"t{i}._requires_grad is r{i}")
+    for i, (read, was) in enumerate(same):
+        names[f"w{i}"] = was
+        parts.append(f"{_direct_read(read, i, names)} is w{i}")
+    return eval(f"lambda: {' and '.join(parts) or 'True'}", names)  # type: ignore[no-any-return]  # noqa: S307
+
+
+def _direct_read(read: Callable[[], Any], i: int, names: dict[str, Any]) -> str:
+    """Source that reads what `read()` reads: an attribute, an instance's own attribute, a
+    global; any other read as the call it is."""
+    if isinstance(read, functools.partial) and not read.keywords:
+        func, args = read.func, read.args
+        if func is getattr and len(args) == 2 and str(args[1]).isidentifier():
+            names[f"o{i}"] = args[0]
+            return f"o{i}.{args[1]}"
+        if func is _attribute and len(args) == 2:
+            names[f"o{i}"] = args[0]
+            return f"o{i}.__dict__.get({args[1]!r})"
+        if getattr(func, "__name__", "") == "get" and isinstance(getattr(func, "__self__", None),
+                                                                  dict) and len(args) == 1:
+            names[f"o{i}"] = func.__self__  # type: ignore[attr-defined]
+            return f"o{i}.get({args[0]!r})"
+    names[f"f{i}"] = read
+    return f"f{i}()"
