@@ -51,9 +51,10 @@ def simplify(lines: list[Line], returned: set[str]) -> list[Line]:
 
 
 def _replace(src: Line, ln: Line, expr: str, uses: list[str]) -> None:
-    """src now computes ln's result under ln's name; ln is dropped."""
+    """src now computes ln's result under ln's name; ln is dropped. It stays an op of src's
+    kind (a product, a sum: a new array, see plan.FRESH), no longer one ufunc of names."""
     src.target, src.expr, src.uses, src.value = ln.target, expr, list(uses), ln.value
-    src.op, src.ufunc, src.operands = "rewritten", None, []
+    src.ufunc, src.operands = None, []
 
 
 def _transposes(ln: Line) -> bool:

@@ -33,7 +33,8 @@ VIEWS = {"transpose", "reshape", "broadcast_to", "getitem", "swapaxes", "squeeze
          "expand_dims"}
 # Rows whose forward always returns an array of its own.
 FRESH = {"softmax", "log_softmax", "logsumexp", "sum", "mean", "amax", "amin", "sigmoid",
-         "where", "clip", "pad", "concatenate", "stack", "linear", "astype", "scatter_add"}
+         "where", "clip", "pad", "concatenate", "stack", "linear", "astype", "scatter_add",
+         "matmul"}
 
 
 class _Block:
