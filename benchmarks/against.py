@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--base", metavar="REV2",
                    help="the new side: this revision instead of the working tree")
     p.add_argument("--only", default=None, help="comma-separated workloads, e.g. W1,W4")
+    p.add_argument("--impl", default="minigrad", choices=("minigrad", "minigrad-compiled"),
+                   help="the row compared between the two sides (default minigrad)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, alternating order (default 3)")
     p.add_argument("--repeats", type=int, default=None,
                    help="repeats per side per round (default 7; quick 3)")
@@ -152,7 +154,7 @@ def run_rounds(variants: list[Any], old: Side, new: Side, args: argparse.Namespa
                 side = new if key == "new" else old  # the floor never touches the engine
                 try:
                     times[v.name, key].append(
-                        measure(v, "numpy" if key == "floor" else "minigrad", side, args))
+                        measure(v, "numpy" if key == "floor" else args.impl, side, args))
                 except runner.WorkerError as e:
                     errors[v.name, key] = str(e)
                     log(f"  {v.name:<11} {key:<5} {e}")
