@@ -8,9 +8,10 @@ algorithm right.
 The algorithm (Williams' REINFORCE with a normalised-return baseline):
 
 1. Play `--batch-episodes` episodes with the current stochastic policy pi(a | s) =
-   softmax(W2 relu(W1 s + b1) + b2). Acting needs no gradient, so it runs on the parameters'
-   arrays in plain NumPy (no tape: a few µs per step); only observations, actions and rewards
-   are stored.
+   softmax(W2 relu(W1 s + b1) + b2). Acting needs no gradient: it runs the policy compiled
+   (`mg.compile`: traced once, then replayed as generated NumPy) under `mg.no_grad()`, so no
+   step records a tape; the actions are drawn outside it, from the probabilities it returns.
+   Only observations, actions and rewards are stored.
 2. For every step t, the discounted return-to-go G_t = r_t + gamma r_{t+1} + ... . An episode
    that hit the time limit (`truncated`, not `terminated`) did not fail: its tail is bootstrapped
    with the value of a pole that keeps standing, 1 / (1 - gamma), instead of being counted as a
@@ -104,19 +105,13 @@ def make_policy(obs_dim: int, hidden: int, n_actions: int, rng: np.random.Genera
                          nn.Linear(hidden, n_actions, rng=rng))
 
 
-def policy_arrays(policy: nn.Module) -> tuple[np.ndarray, ...]:
-    """(W1, b1, W2, b2): the parameters' own arrays (Adam updates them in place)."""
-    return tuple(p.data for p in policy.parameters())
-
-
-def action_probs(params: tuple[np.ndarray, ...], obs: np.ndarray) -> np.ndarray:
-    """pi(. | obs) in plain NumPy: the same function as `policy`, without a tape.
-
-    obs is one observation (D,) or a batch (N, D); the result is (A,) or (N, A)."""
-    w1, b1, w2, b2 = params
-    z = np.maximum(obs @ w1.T + b1, 0.0) @ w2.T + b2
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def actor(policy: nn.Module) -> Callable[[np.ndarray], mg.Tensor]:
+    """pi(. | obs) for one observation (D,) -> (A,) or a batch (N, D) -> (N, A): the policy's own
+    forward and softmax, compiled. The first call with each shape runs them on the engine once,
+    recording every op; later calls replay that as generated NumPy. The compiled step reads the
+    parameters' arrays at every call, so after an update it acts with the new weights. Call it
+    under mg.no_grad(): acting needs no gradient, and then no tape is recorded."""
+    return mg.compile(lambda obs: policy(obs).softmax(axis=-1))
 
 
 def sample(probs: np.ndarray, u: np.ndarray | float) -> np.ndarray:
@@ -125,30 +120,24 @@ def sample(probs: np.ndarray, u: np.ndarray | float) -> np.ndarray:
     return np.minimum((np.asarray(u)[..., None] >= cdf).sum(axis=-1), probs.shape[-1] - 1)
 
 
-def prob_of_action_1(params: tuple[np.ndarray, ...], obs: np.ndarray) -> float:
-    """The two-action fast path (CartPole): pi(1 | obs) = sigmoid(z1 - z0), on Python floats."""
-    w1, b1, w2, b2 = params
-    z = w2 @ np.maximum(w1 @ obs + b1, 0.0) + b2
-    d = float(z[1] - z[0])
-    return 1.0 / (1.0 + math.exp(-d)) if d > -700.0 else 0.0
-
-
 Episode = tuple[np.ndarray, np.ndarray, list[float], bool]  # obs, actions, rewards, cut by limit
 
 
+# Acting runs under no_grad. As decorators on generators, no_grad holds while the generator runs
+# and gives the caller back its own mode between episodes, when it records its update.
+@mg.no_grad()
 def play_one_env(env: Any, policy: nn.Module, rng: np.random.Generator, seed: int
                  ) -> Iterator[Episode]:
     """Episodes from one environment, each played with the policy as it is when it starts."""
-    params = policy_arrays(policy)
+    act = actor(policy)
     two = env.action_space.n == 2
     obs, _ = env.reset(seed=seed)
     while True:
         observations, actions, rewards = [], [], []
         while True:
-            if two:
-                a = int(rng.random() < prob_of_action_1(params, obs))
-            else:
-                a = int(sample(action_probs(params, obs), rng.random()))
+            probs = act(obs).data
+            # Two actions: a = 1 with probability pi(1 | obs), one comparison instead of a sum.
+            a = int(rng.random() < probs[1]) if two else int(sample(probs, rng.random()))
             observations.append(obs)
             actions.append(a)
             obs, r, terminated, truncated, _ = env.step(a)
@@ -157,24 +146,24 @@ def play_one_env(env: Any, policy: nn.Module, rng: np.random.Generator, seed: in
                 break
         yield (np.asarray(observations, dtype=np.float64), np.asarray(actions), rewards,
                bool(truncated and not terminated))
-        params = policy_arrays(policy)  # the caller may have updated the policy meanwhile
         obs, _ = env.reset()
 
 
+@mg.no_grad()
 def play_vector_env(envs: Any, policy: nn.Module, rng: np.random.Generator, seed: int
                     ) -> Iterator[Episode]:
     """Episodes from Gymnasium's vector env: one batched policy forward per step for all n
     sub-environments. Gymnasium resets a finished sub-environment on the NEXT step (its action
     is ignored, its reward is 0, it returns the first observation of the new episode): that
     step belongs to no episode and is skipped."""
-    params = policy_arrays(policy)
+    act = actor(policy)
     n = envs.num_envs
     obs, _ = envs.reset(seed=seed)
     buffers: list[tuple[list[np.ndarray], list[int], list[float]]] = [([], [], [])
                                                                         for _ in range(n)]
     resetting = np.zeros(n, dtype=bool)
     while True:
-        actions = sample(action_probs(params, obs), rng.random(n))
+        actions = sample(act(obs).data, rng.random(n))
         next_obs, rewards, terminated, truncated, _ = envs.step(actions)
         done = terminated | truncated
         rows, acts, rews, ends = list(obs), actions.tolist(), rewards.tolist(), done.tolist()
@@ -187,7 +176,6 @@ def play_vector_env(envs: Any, policy: nn.Module, rng: np.random.Generator, seed
                 buffers[i] = ([], [], [])
                 yield (np.asarray(o, dtype=np.float64), np.asarray(a), r,
                        bool(truncated[i] and not terminated[i]))
-                params = policy_arrays(policy)  # the caller may have updated the policy
         resetting = done
         obs = next_obs
 
@@ -461,7 +449,8 @@ def train(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # making the training env showed them already
         eval_env = make_env(args.env)
     try:
-        greedy = greedy_returns(eval_env, tuple(run.average), args.eval_episodes, args.seed)
+        greedy = greedy_returns(eval_env, policy_from(averaged_state(run)), args.eval_episodes,
+                                args.seed)
     except KeyboardInterrupt:
         print(f"interrupted during the greedy evaluation; the run is saved in {run_dir}",
               file=sys.stderr)
@@ -528,13 +517,17 @@ def save_run(args: argparse.Namespace, run: Run, run_dir: str, threshold: float 
 def checkpoint(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     """"policy": the averaged weights (what --eval plays); "policy_last" and "optimizer": the
     last weights and Adam's state. Both policies load into the same torch.nn.Sequential."""
-    averaged = {name: avg.copy() for (name, _), avg in zip(run.policy.named_parameters(),
-                                                            run.average)}
-    return {"policy": averaged, "policy_last": run.policy.state_dict(),
+    return {"policy": averaged_state(run), "policy_last": run.policy.state_dict(),
             "optimizer": run.opt.state_dict(),
             "config": {"env": args.env, "hidden": args.hidden, "seed": args.seed,
                        "episodes": len(run.returns), "average": args.average,
                        "solved": run.solved, "interrupted": run.interrupted}}
+
+
+def averaged_state(run: Run) -> dict[str, np.ndarray]:
+    """The averaged weights as a state dict of the policy (copies)."""
+    return {name: avg.copy() for (name, _), avg in zip(run.policy.named_parameters(),
+                                                        run.average)}
 
 
 def moving_mean(returns: list[float], window: int = 100) -> np.ndarray:
@@ -574,11 +567,13 @@ def plot(path: str, returns: list[float], threshold: float | None,
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-def greedy_returns(env: Any, params: tuple[np.ndarray, ...], episodes: int, seed: int,
+@mg.no_grad()
+def greedy_returns(env: Any, policy: nn.Module, episodes: int, seed: int,
                    gif: Gif | None = None, say: Callable[[str], None] | None = None
                    ) -> list[float]:
     """Returns of `episodes` greedy episodes (the first seeded with seed + 1000, the rest
     following on), frames of the first one into `gif`. Closes env."""
+    act = actor(policy)
     returns = []
     try:
         for episode in range(episodes):
@@ -588,7 +583,7 @@ def greedy_returns(env: Any, params: tuple[np.ndarray, ...], episodes: int, seed
                 recorder.add(env.render())
             total, done, t = 0.0, False, 0
             while not done:
-                a = int(np.argmax(action_probs(params, obs)))
+                a = int(np.argmax(act(obs).data))
                 obs, r, terminated, truncated, _ = env.step(a)
                 total += float(r)
                 t += 1
@@ -695,6 +690,15 @@ def policy_problem(sd: Any) -> str | None:
     return None
 
 
+def policy_from(sd: dict[str, np.ndarray]) -> nn.Sequential:
+    """A policy holding the weights of a state dict that policy_problem accepts, in float64."""
+    w1, w2 = sd["0.weight"], sd["2.weight"]
+    policy = make_policy(w1.shape[1], w1.shape[0], w2.shape[0],
+                         np.random.default_rng(0))  # initial weights, replaced just below
+    policy.load_state_dict({k: np.asarray(sd[k], dtype=np.float64) for k in POLICY_KEYS})
+    return policy
+
+
 def evaluate(args: argparse.Namespace) -> int:
     gif = gif_recorder(args.gif) if args.gif else None
     sd, config = read_policy(args.eval)
@@ -718,10 +722,9 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ExitError(f"--eval {args.eval}: the policy takes {w1.shape[1]} observations and "
                         f"chooses among {w2.shape[0]} actions, but {env_id} has {obs_dim} and "
                         f"{n_actions}")
-    params = tuple(np.asarray(sd[k], dtype=np.float64) for k in POLICY_KEYS)
     if gif is not None:
         gif.every_ms = 10 * round(100 * GIF_EVERY / env.metadata.get("render_fps", 50))
-    returns = greedy_returns(env, params, args.eval_episodes, seed, gif,
+    returns = greedy_returns(env, policy_from(sd), args.eval_episodes, seed, gif,
                              None if args.quiet else print)
     if gif is not None:
         gif.save(args.gif)

@@ -123,17 +123,40 @@ def test_cartpole_vector_env_skips_the_autoreset_step() -> None:
 def test_cartpole_acting_matches_the_engine_policy() -> None:
     ex = load_example("cartpole_reinforce")
     rng = np.random.default_rng(0)
-    policy = ex.make_policy(4, 16, 2, rng)
+    policy = ex.make_policy(4, 16, 3, rng)
+    opt = mg.optim.Adam(policy.parameters(), lr=0.1)
+    act = ex.actor(policy)
     obs = rng.normal(size=(5, 4))
-    with mg.no_grad():
-        want = policy(mg.Tensor(obs)).softmax(axis=-1).numpy()
-    params = ex.policy_arrays(policy)
-    np.testing.assert_allclose(ex.action_probs(params, obs), want, rtol=1e-12, atol=1e-15)
-    got = [ex.prob_of_action_1(params, o) for o in obs]  # the two-action fast path
-    np.testing.assert_allclose(got, want[:, 1], rtol=1e-12)
+    for _ in range(2):  # the second time after an update: acting reads the new weights
+        with mg.no_grad():
+            want = policy(mg.Tensor(obs)).softmax(axis=-1).numpy()
+            batch, one = act(obs), act(obs[2].astype(np.float32))  # a vector env's, a plain env's
+        assert not batch.requires_grad and not one.requires_grad
+        np.testing.assert_allclose(batch.numpy(), want, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(one.numpy(), want[2], rtol=1e-6)
+        opt.zero_grad()
+        policy(mg.Tensor(obs))[:, 0].sum().backward()
+        opt.step()
+    assert act.traces == 2  # once per shape and dtype, then replayed
     counts = np.bincount(ex.sample(np.tile([0.2, 0.5, 0.3], (10_000, 1)),
                                    rng.random(10_000)), minlength=3)
     np.testing.assert_allclose(counts / 10_000, [0.2, 0.5, 0.3], atol=0.02)
+
+
+@needs_gym
+def test_cartpole_acts_with_the_weights_of_the_moment_and_leaves_grad_mode_alone() -> None:
+    ex = load_example("cartpole_reinforce")
+    rng = np.random.default_rng(0)
+    env = ex.make_env("CartPole-v1")
+    policy = ex.make_policy(4, 8, 2, rng)
+    bias = policy[2].bias
+    episodes = ex.play_one_env(env, policy, rng, seed=0)
+    for favoured in (1, 0, 1):
+        bias.data[...] = np.where(np.arange(2) == favoured, 50.0, 0.0)  # in place, as Adam does
+        _, actions, _, _ = next(episodes)
+        assert set(actions.tolist()) == {favoured}
+        assert mg.is_grad_enabled()  # acting's no_grad stays inside the generator
+    env.close()
 
 
 def test_cartpole_returns_to_go_and_truncation_bootstrap() -> None:
