@@ -80,11 +80,12 @@ class Compiled:
                 program = self._programs.get(key)
                 if program is None or (program.guarded and not program.still_valid()):
                     return self._trace(key, args, list(leaves), treedef)
-        try:
-            self._programs.move_to_end(key)
-        except KeyError:  # another thread dropped it meanwhile: it runs all the same
-            pass
-        self._latest = program
+        if program is not self._latest:  # the LRU order changes only when the program does
+            try:
+                self._programs.move_to_end(key)
+            except KeyError:  # another thread dropped it meanwhile: it runs all the same
+                pass
+            self._latest = program
         if program.recorded and modes.grad_enabled:
             return record(program, leaves)
         outs, _ = program.forward(*program.read_inputs(leaves, program.externals))

@@ -55,9 +55,14 @@ def _reduce_last(ufunc: Any, x: np.ndarray, axis: tuple[int, ...], initial: Any 
 
 
 def softmax(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
-    """= rules.softmax's forward, e / Σ e with e = exp(x − max x): the reductions of a short
-    last axis taken column by column (_reduce_last), the exponential and the division in place
-    (one array of x's size made, not two)."""
+    """= rules.softmax's forward, e / Σ e with e = exp(x − max x): a few logits in Python floats
+    (_softmax_rows, a policy acting on one observation); else the reductions of a short last
+    axis taken column by column (_reduce_last), the exponential and the division in place (one
+    array of x's size made, not two)."""
+    if 0 < x.size <= 16 and axis == (x.ndim - 1,) and x.dtype.char in "fd":
+        y = _softmax_rows(x)
+        if y is not None:
+            return y
     e = np.asarray(x - _reduce_last(np.maximum, x, axis, -np.inf))  # 0-d: a scalar, else new
     np.exp(e, out=e)
     e /= _reduce_last(np.add, e, axis)
@@ -81,6 +86,30 @@ def log_softmax(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
     extra -= 1  # maxima beyond the first: exact small integers, added before the tiny rest
     z -= np.log1p(extra + _reduce_last(np.add, e, axis))
     return z
+
+
+def _softmax_rows(x: np.ndarray) -> np.ndarray | None:
+    """softmax over the last axis in Python floats, the rule's steps (e = exp(v − max), then
+    e / Σ e summed left to right, as NumPy sums so few); None for a row holding inf or NaN,
+    left to the NumPy path."""
+    n = x.shape[-1]
+    flat = x.ravel().tolist()
+    out = []
+    for i in range(0, len(flat), n):
+        row = flat[i:i + n]
+        m = max(row)
+        if not -math.inf < m < math.inf:
+            return None
+        e = [math.exp(v - m) for v in row]
+        s = 0.0
+        for v in e:
+            s += v
+        if not s < math.inf:  # a NaN below the maximum
+            return None
+        out += [v / s for v in e]
+    y = np.empty(x.shape, dtype=x.dtype.char)
+    y.ravel()[:] = out
+    return y
 
 
 def _log_softmax_rows(x: np.ndarray) -> np.ndarray | None:
