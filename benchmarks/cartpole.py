@@ -1,25 +1,27 @@
-"""W6: CartPole end to end. REINFORCE trained to the environment's threshold, three ways.
+"""W6: CartPole end to end. REINFORCE trained to the environment's threshold, four ways.
 
-All three run `examples/cartpole_reinforce.py` itself (its `main(["--seed", S, "--quiet",
-"--episodes", E, "--runs-dir", TMP])`: its loop, its hyperparameters, its acting code, its
-stopping rule and its machine-readable last line), with the engine swapped out where the engine
-works:
+All four run `examples/cartpole_reinforce.py` itself (its `main(["--seed", S, "--quiet",
+"--episodes", E, "--runs-dir", TMP])`: its loop, its hyperparameters, its stopping rule and its
+machine-readable last line), with the engine swapped out where the engine works:
 
-- **minigrad**: the example as it is: it acts in plain NumPy on the parameters' arrays (no tape)
-  and updates with one batched forward + backward on the engine and `mg.optim.Adam`.
-- **numpy**: the example's `update` replaced by the same update written by hand: forward,
-  backward (policy gradient, entropy bonus, optional clipping) and torch.optim.Adam's rule, in
-  place on the same arrays. Acting is the example's own NumPy code, so this is the floor.
+- **minigrad-compiled**: the example as it is: it acts through its policy compiled with
+  `mg.compile` under `mg.no_grad()` (its `actor`), and updates with one batched forward +
+  backward on the engine and `mg.optim.Adam`.
+- **minigrad**: the same user code without `mg.compile`: `actor` replaced by the policy's
+  forward and softmax run eagerly under `mg.no_grad()`.
+- **numpy**: the floor. `actor` replaced by a hand-written NumPy forward on the parameters'
+  arrays, and `update` by the same update written by hand: forward, backward (policy gradient,
+  entropy bonus, optional clipping) and torch.optim.Adam's rule, in place on the same arrays.
 - **torch**: the policy mirrored by a float64 `torch.nn.Sequential` that shares the parameters'
-  memory (`torch.from_numpy`); acting runs that module under `torch.no_grad()` (the example's
-  `prob_of_action_1` / `action_probs` replaced), and `update` uses `backward()`,
-  `torch.nn.utils.clip_grad_norm_` and `torch.optim.Adam`, as a PyTorch user writes it.
+  memory (`torch.from_numpy`); acting runs that module under `torch.no_grad()`, and `update`
+  uses `backward()`, `torch.nn.utils.clip_grad_norm_` and `torch.optim.Adam`, as a PyTorch user
+  writes it.
 
-With one seed all three start from the same weights and draw the same uniforms, so they follow
+With one seed all four start from the same weights and draw the same uniforms, so they follow
 the same trajectory until rounding differences in the updates make them diverge. Wall seconds
 are the example's own (its training loop only: no process start, imports or model
 construction); the share spent inside `env.step` is measured by wrapping the environment's
-`step`. `--check` first asserts that the three updates compute the same gradients on one batch.
+`step`. `--check` first asserts that the updates compute the same gradients on one batch.
 
 Each (seed, implementation) trains in its own fresh process (`python -m benchmarks.cartpole`),
 one after another, seeds interleaved across implementations.
@@ -44,8 +46,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "cartpole_reinforce.py")
-IMPLS = ("numpy", "minigrad", "torch")
-HOOKS = ("main", "make_policy", "update", "prob_of_action_1", "action_probs")
+IMPLS = ("numpy", "minigrad", "minigrad-compiled", "torch")
+HOOKS = ("main", "make_policy", "update", "actor")
 
 
 def load_example() -> Any:
@@ -201,17 +203,15 @@ class TorchPort:
         self.model = model
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr)
 
-    def prob_of_action_1(self, params: Any, obs: np.ndarray) -> float:
-        torch = self.torch
-        with torch.no_grad():
-            p = torch.softmax(self.model(torch.as_tensor(obs, dtype=torch.float64)), dim=-1)
-            return float(p[1])
+    def actor(self, policy: Any) -> Any:
+        """The example's actor, on the torch twin: probabilities under torch.no_grad()."""
+        torch, model = self.torch, self.model
 
-    def action_probs(self, params: Any, obs: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.no_grad():
-            x = torch.as_tensor(obs, dtype=torch.float64)
-            return torch.softmax(self.model(x), dim=-1).numpy()
+        def act(obs: np.ndarray) -> Probs:
+            with torch.no_grad():
+                x = torch.as_tensor(obs, dtype=torch.float64)
+                return Probs(torch.softmax(model(x), dim=-1).numpy())
+        return act
 
     def loss(self, obs: np.ndarray, actions: np.ndarray, returns: np.ndarray,
              entropy: float) -> Any:
@@ -234,16 +234,48 @@ class TorchPort:
         self.opt.step()
 
 
+class Probs:
+    """What the example's actor returns, as far as the example reads it: `.data`."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+
+
+def numpy_actor(policy: Any) -> Any:
+    """The floor's acting: the policy's forward and softmax by hand on its parameters' arrays
+    (read at each call: Adam updates them in place, and a rebinding would be seen)."""
+    params = list(policy.parameters())
+
+    def act(obs: np.ndarray) -> Probs:
+        w1, b1, w2, b2 = (p.data for p in params)
+        z = np.maximum(obs @ w1.T + b1, 0.0) @ w2.T + b2
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return Probs(e / e.sum(axis=-1, keepdims=True))
+    return act
+
+
+def eager_actor(policy: Any) -> Any:
+    """The example's actor without mg.compile: the same lines, run on the tape's engine (the
+    example calls it under mg.no_grad(), so nothing is recorded)."""
+    def act(obs: np.ndarray) -> Any:
+        return policy(obs).softmax(axis=-1)
+    return act
+
+
 def install_port(impl: str, example: Any) -> None:
     """Swap the engine parts of the example for the port's."""
     lr = example.parse_args([]).lr
     if impl == "numpy":
+        example.actor = numpy_actor
         example.update = NumpyUpdate(lr)
+    elif impl == "minigrad":
+        example.actor = eager_actor
     elif impl == "torch":
         port = TorchPort(lr)
         example.make_policy = port.make_policy(example.make_policy)
-        example.prob_of_action_1 = port.prob_of_action_1
-        example.action_probs = port.action_probs
+        example.actor = port.actor
         example.update = port.update
 
 
@@ -393,7 +425,11 @@ def run(args: Any, notes: list[str], failures: list[str]) -> list[dict[str, Any]
         if impl in errors:
             row["error"] = errors[impl]
         if impl == "numpy":
-            row["note"] = "the example with a hand-written update"
+            row["note"] = "hand-written NumPy acting and update"
+        elif impl == "minigrad":
+            row["note"] = "acts eagerly under mg.no_grad()"
+        elif impl == "minigrad-compiled":
+            row["note"] = "the example as it is: acts through mg.compile"
         elif impl == "torch":
             row["note"] = "acts under torch.no_grad(); torch update"
         rows.append(row)
