@@ -75,10 +75,10 @@ class Compiled:
             leaves, treedef, statics = self._split(args)
             key = (treedef, tuple(map(_leaf_key, leaves)), statics, modes.grad_enabled)
         program = self._programs.get(key)  # a dict read needs no lock under the GIL
-        if program is None or (program.guarded and not program.still_valid()):
+        if program is None or (program.guarded and not program.valid()):
             with self._lock:  # one trace at a time; another thread's may have made this one
                 program = self._programs.get(key)
-                if program is None or (program.guarded and not program.still_valid()):
+                if program is None or (program.guarded and not program.valid()):
                     return self._trace(key, args, list(leaves), treedef)
         if program is not self._latest:  # the LRU order changes only when the program does
             try:

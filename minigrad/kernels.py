@@ -55,11 +55,14 @@ def _reduce_last(ufunc: Any, x: np.ndarray, axis: tuple[int, ...], initial: Any 
 
 
 def softmax(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
-    """= rules.softmax's forward, e / Σ e with e = exp(x − max x): a few logits in Python floats
-    (_softmax_rows, a policy acting on one observation); else the reductions of a short last
-    axis taken column by column (_reduce_last), the exponential and the division in place (one
-    array of x's size made, not two)."""
-    if 0 < x.size <= 16 and axis == (x.ndim - 1,) and x.dtype.char in "fd":
+    """= rules.softmax's forward, e / Σ e with e = exp(x − max x): one or two rows of at most 16
+    logits in Python floats (_softmax_rows, a policy acting on one observation); else the
+    reductions of a short last axis taken column by column (_reduce_last), the exponential and
+    the division in place (one array of x's size made, not two)."""
+    # Python floats win for a row or two (a policy acting on one observation); from a few rows
+    # on, NumPy's calls cost less than the Python loop (8 rows of 2: 7.9 µs against 4.2).
+    if x.ndim and 0 < x.size <= 2 * x.shape[-1] <= 32 and axis == (x.ndim - 1,) \
+            and x.dtype.char in "fd":
         y = _softmax_rows(x)
         if y is not None:
             return y
@@ -94,22 +97,21 @@ def _softmax_rows(x: np.ndarray) -> np.ndarray | None:
     left to the NumPy path."""
     n = x.shape[-1]
     flat = x.ravel().tolist()
-    out = []
+    out: list[float] = []
+    exp = math.exp
     for i in range(0, len(flat), n):
-        row = flat[i:i + n]
+        row = flat[i:i + n] if n < len(flat) else flat
         m = max(row)
         if not -math.inf < m < math.inf:
             return None
-        e = [math.exp(v - m) for v in row]
+        e = [exp(v - m) for v in row]
         s = 0.0
         for v in e:
             s += v
         if not s < math.inf:  # a NaN below the maximum
             return None
         out += [v / s for v in e]
-    y = np.empty(x.shape, dtype=x.dtype.char)
-    y.ravel()[:] = out
-    return y
+    return np.array(out, dtype=x.dtype.char).reshape(x.shape)
 
 
 def _log_softmax_rows(x: np.ndarray) -> np.ndarray | None:

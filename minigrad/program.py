@@ -190,9 +190,9 @@ def _plumbing(prog: Program, leaves: list[Any]) -> None:
 def _as_tensor(o: Any) -> Any:
     """An output as a Tensor: a recorded node as it is, an array (or a NumPy scalar, which a
     0-d result can be) as a new leaf."""
-    if isinstance(o, TensorBase):
-        return o
-    return leaf(o if type(o) is np.ndarray else np.asarray(o))
+    if type(o) is np.ndarray:  # the common case first: this runs for every output of a call
+        return leaf(o)
+    return o if isinstance(o, TensorBase) else leaf(np.asarray(o))
 
 
 def _compile_source(source: str, globals_: dict[str, Any]) -> dict[str, Any]:
