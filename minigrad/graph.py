@@ -150,9 +150,9 @@ def _shapes(values: Sequence[Any]) -> str:
 def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
     """Run op's forward on the inputs' values; when an input requires grad and this thread
     records, the output also records the op: it becomes a node of the tape."""
-    trace = MODES.trace
-    if trace is not None:  # mg.compile is tracing: it runs the op and writes it down
-        return trace.record(op, args, params)  # type: ignore[no-any-return]
+    modes = MODES  # this thread's switches
+    if modes.trace is not None:  # mg.compile is tracing: it runs the op and writes it down
+        return modes.trace.record(op, args, params)  # type: ignore[no-any-return]
     values: list[Any] = []
     inputs: list[TensorBase | None] = []  # the inputs a gradient flows to, None elsewhere
     record = False
@@ -167,7 +167,6 @@ def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
         else:
             values.append(a if type(a) in _PLAIN else operand(a, op.name))
             inputs.append(None)
-    modes = MODES  # this thread's switches
     record = record and modes.grad_enabled
     locked: list[np.ndarray] = []
     if record and op.reads_any:  # what the VJP reads must stay as it is
