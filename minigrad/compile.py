@@ -224,7 +224,7 @@ def _run_forward(*values: Any, program: Program, k: int, holder: dict[str, Any])
     # The first output's node runs the whole forward on the values the tape keeps (read-only or
     # copied by the guard); the others take their output from it.
     if k == program.first_recorded:
-        outs, saved = program.forward_saving(*values)
+        outs, saved = program.forward(*values)
         holder["outs"], holder["saved"] = outs, saved
     return np.array(holder["outs"][k]) if k != program.first_recorded else \
         np.asarray(holder["outs"][k])

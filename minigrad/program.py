@@ -15,7 +15,7 @@ import numpy as np
 from minigrad.graph import TensorBase, leaf
 from minigrad.peephole import simplify
 from minigrad.plan import Planner
-from minigrad.trace import Line, Trace, _attribute, watches
+from minigrad.trace import Line, Trace, own_attribute, watches
 
 _serial = count(1).__next__  # each program's source gets a file name of its own (tracebacks)
 
@@ -92,27 +92,10 @@ class Program:
         self.read_inputs: Callable[..., Any] = lambda leaves, externals: []
         self.pack: Callable[..., Any] = lambda outs: outs
 
-    def still_valid(self) -> bool:
-        """Do the Tensors read from outside and the modules reached still match the trace?
-        (`expected` and `same`, written out as one expression by `_checks`.)"""
-        return self.valid()  # type: ignore[no-any-return]
-
-    def input_values(self, leaves: list[Any]) -> list[Any]:
-        """The values the generated forward takes: the argument leaves' arrays, then the
-        outside Tensors' arrays, read now."""
-        return self.read_inputs(leaves, self.externals)  # type: ignore[no-any-return]
-
     def input_tensors(self, leaves: Any) -> list[Any]:
         """The inputs as the compiled node's operands: Tensors as themselves, arrays and floats
         as values (the tape guards what the generated backward will read)."""
         return [leaves[i] for i in self.input_index] + self.externals
-
-    def outputs(self, outs: tuple[Any, ...]) -> Any:
-        """The outputs as Tensors (those already Tensors kept) in fn's structure."""
-        return self.pack(outs)
-
-    def forward_saving(self, *values: Any) -> tuple[Any, Any]:
-        return self.forward(*values)  # type: ignore[no-any-return]
 
 
 def build_program(trace: Trace, leaves: list[Any], outs: list[str], out_def: Any,
@@ -218,8 +201,9 @@ def _guards(prog: Program, trace: Trace) -> None:
 
 def _checks(expected: list[tuple[TensorBase, tuple[int, ...], Any, bool]],
             same: list[tuple[Callable[[], Any], Any]]) -> Callable[[], bool]:
-    """Every check of `Program.still_valid` as one compiled expression: it runs at each call,
-    and a watch read through its own function call costs several times a direct read."""
+    """Every check a call makes before replaying (`Program.valid`), as one compiled
+    expression: it runs at each call, where a read through a function call of its own would
+    cost more than the read."""
     names: dict[str, Any] = {}
     parts = []
     for i, (t, shape, dtype, rg) in enumerate(expected):
@@ -240,7 +224,7 @@ def _direct_read(read: Callable[[], Any], i: int, names: dict[str, Any]) -> str:
         if func is getattr and len(args) == 2 and str(args[1]).isidentifier():
             names[f"o{i}"] = args[0]
             return f"o{i}.{args[1]}"
-        if func is _attribute and len(args) == 2:
+        if func is own_attribute and len(args) == 2:
             names[f"o{i}"] = args[0]
             return f"o{i}.__dict__.get({args[1]!r})"
         if getattr(func, "__name__", "") == "get" and isinstance(getattr(func, "__self__", None),

@@ -401,7 +401,6 @@ class Trace:
         self.counter = 0
         self.dynamic: set[str] = {"g"}  # variables whose value changes between calls
         self.transposed: dict[str, tuple[str, Any]] = {}  # a transpose's result -> its operand
-        self._shape_of: dict[str, tuple[int, ...]] = {}
 
     # -- names -------------------------------------------------------------------------------
     def _fresh(self, base: str) -> str:
@@ -420,8 +419,6 @@ class Trace:
         return self._bind(arr, name)
 
     def _bind(self, arr: Any, name: str) -> str:
-        if isinstance(arr, np.ndarray):
-            self._shape_of.setdefault(name, arr.shape)
         self.vars[id(arr)] = name
         self.pinned.append(arr)
         self.value_of.setdefault(name, arr)
@@ -517,8 +514,8 @@ class Trace:
     def _untransposed(self, op: Primitive, refs: list[str], params: dict[str, Any]) -> str | None:
         """The variable a reshape to its own shape, or a transpose of a transpose (the second
         undoing the first, as the reverse sweep's transpose of `W.T` does), gives back."""
-        if op.name == "reshape" and refs[0] in self.dynamic and \
-                params.get("shape") == self._shape_of.get(refs[0]):
+        shape = np.shape(self.value_of[refs[0]]) if refs[0] in self.value_of else None
+        if op.name == "reshape" and refs[0] in self.dynamic and params.get("shape") == shape:
             return refs[0]  # a reshape to the shape it has (the sweep's rows of a 2-D product)
         if op.name != "transpose" or refs[0] not in self.transposed:
             return None
@@ -871,7 +868,7 @@ def watches(fn: Any, targets: set[int]) -> list[Watch]:
     return found
 
 
-def _attribute(obj: Any, name: str) -> Any:
+def own_attribute(obj: Any, name: str) -> Any:
     return vars(obj).get(name)  # the instance's own, as the trace found it (no descriptors)
 
 
@@ -901,7 +898,7 @@ def _references(obj: Any) -> Iterator[tuple[Callable[[], Any], Any, bool]]:
             yield functools.partial(_item, obj, key), v, True
     elif isinstance(getattr(obj, "__dict__", None), dict):
         for name, v in list(vars(obj).items()):
-            yield functools.partial(_attribute, obj, name), v, True
+            yield functools.partial(own_attribute, obj, name), v, True
 
 
 def _function_references(fn: types.FunctionType
@@ -914,7 +911,7 @@ def _function_references(fn: types.FunctionType
         if name in scope:
             yield functools.partial(scope.get, name), scope[name], True
     for name, v in list(vars(fn).items()):
-        yield functools.partial(_attribute, fn, name), v, True
+        yield functools.partial(own_attribute, fn, name), v, True
 
 
 _ADVICE = {
