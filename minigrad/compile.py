@@ -22,7 +22,7 @@ import numpy as np
 
 from minigrad.graph import TensorBase, apply, leaf
 from minigrad.modes import MODES
-from minigrad.program import Program, build_program
+from minigrad.program import MISS, Program, build_program, quick_entry
 from minigrad.rules import Primitive
 from minigrad.trace import CompileError, Trace, flatten, unflatten
 
@@ -41,6 +41,10 @@ class Compiled:
         self._lock = threading.Lock()  # the cache is shared by the threads that call the step
         self._traces = 0
         self._latest: Program | None = None
+        # The quick entries (program.quick_entry) of the programs that have one, most recently
+        # used first, with their keys: a call tries them before building its key. A tuple,
+        # replaced whole, so a thread reading it never sees it half changed.
+        self._quick: tuple[tuple[Any, Any, Program], ...] = ()
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     @property
@@ -60,6 +64,7 @@ class Compiled:
         with self._lock:
             self._programs.clear()
             self._latest = None
+            self._quick = ()
 
     def __call__(self, *args: Any) -> Any:
         modes = MODES
@@ -67,13 +72,20 @@ class Compiled:
             # Inside another trace, under detect_anomaly or inside a transform (which may ask
             # for higher order): run eagerly; same values, same errors.
             return self.fn(*args)
+        grad = modes.grad_enabled
+        for quick, key, program in self._quick:
+            out = quick(args, grad)
+            if out is not MISS:
+                if program is not self._latest:
+                    self._used(key, program)
+                return out
         if not self.static_argnums and _CONTAINERS.isdisjoint(map(type, args)):
             leaves: Any = args  # the common case, flat arguments: no walk, no structure
-            key = (len(args), tuple(map(_leaf_key, args)), (), modes.grad_enabled)
+            key = (len(args), tuple(map(_leaf_key, args)), (), grad)
             treedef = ("list", (None,) * len(args))
         else:
             leaves, treedef, statics = self._split(args)
-            key = (treedef, tuple(map(_leaf_key, leaves)), statics, modes.grad_enabled)
+            key = (treedef, tuple(map(_leaf_key, leaves)), statics, grad)
         program = self._programs.get(key)  # a dict read needs no lock under the GIL
         if program is None or (program.guarded and not program.valid()):
             with self._lock:  # one trace at a time; another thread's may have made this one
@@ -81,15 +93,20 @@ class Compiled:
                 if program is None or (program.guarded and not program.valid()):
                     return self._trace(key, args, list(leaves), treedef)
         if program is not self._latest:  # the LRU order changes only when the program does
-            try:
-                self._programs.move_to_end(key)
-            except KeyError:  # another thread dropped it meanwhile: it runs all the same
-                pass
-            self._latest = program
-        if program.recorded and modes.grad_enabled:
+            self._used(key, program)
+        if program.recorded and grad:
             return record(program, leaves)
         outs, _ = program.forward(*program.read_inputs(leaves, program.externals))
         return program.pack(_passed(program, outs, leaves) if program.passthrough else outs)
+
+    def _used(self, key: Any, program: Program) -> None:
+        """Make program the most recently used (first among the quick entries too)."""
+        try:
+            self._programs.move_to_end(key)
+        except KeyError:  # another thread dropped it meanwhile: it runs all the same
+            pass
+        self._latest = program
+        self._quick = tuple(sorted(self._quick, key=lambda e: e[2] is not program))
 
     def _split(self, args: tuple[Any, ...]) -> tuple[list[Any], Any, tuple[Any, ...]]:
         """The leaves of the dynamic arguments, their structure, and the static arguments."""
@@ -118,11 +135,15 @@ class Compiled:
         recent = next(reversed(self._programs), None)  # the signature of the calls before
         self._programs[key] = program
         self._latest = program
+        quick = quick_entry(program, leaves, key[3]) if type(key[0]) is int else None
+        others = [e for e in self._quick if e[1] != key]  # a program traced again replaces its own
         if len(self._programs) > MAX_TRACES:
-            self._programs.popitem(last=False)
+            dropped, _ = self._programs.popitem(last=False)
+            others = [e for e in others if e[1] != dropped]
             warnings.warn(f"compile({getattr(self.fn, '__name__', 'fn')}): more than "
                           f"{MAX_TRACES} signatures; dropped the least recently used. "
                           f"{_what_changed(recent, key)}", RuntimeWarning, stacklevel=3)
+        self._quick = ((quick, key, program), *others) if quick is not None else tuple(others)
         return out
 
 

@@ -150,7 +150,14 @@ def _plumbing(prog: Program, leaves: list[Any]) -> None:
              for i in prog.input_index]
     reads += [f"externals[{j}]._data" for j in range(len(prog.externals))]
     prog.read_inputs = eval(f"lambda leaves, externals: [{', '.join(reads)}]")  # noqa: S307
+    text, names = _packing(prog)
+    prog.pack = eval(f"lambda outs: {text}", names)  # noqa: S307
+
+
+def _packing(prog: Program) -> tuple[str, dict[str, Any]]:
+    """An expression building fn's structure of outputs from the tuple `outs`, and its names."""
     counter = iter(range(prog.n_outputs))
+    kinds: list[Any] = []
 
     def build(d: Any) -> str:
         if d is None:
@@ -165,9 +172,67 @@ def _plumbing(prog: Program, leaves: list[Any]) -> None:
             return body
         kinds.append(d[0])  # a namedtuple's class
         return f"kinds[{len(kinds) - 1}]{body}"
-    kinds: list[Any] = []
-    text = build(prog.out_def)
-    prog.pack = eval(f"lambda outs: {text}", {"tensor": _as_tensor, "kinds": kinds})  # noqa: S307
+    return build(prog.out_def), {"tensor": _as_tensor, "kinds": kinds}
+
+
+MISS = object()  # what a quick entry returns for a call that is not its program's
+
+
+def quick_entry(prog: Program, leaves: list[Any], grad_enabled: bool
+                ) -> Callable[[tuple[Any, ...], bool], Any] | None:
+    """For a program traced from flat arguments whose outputs go on no tape: one generated
+    function that checks a call against the program's whole signature and validity, runs the
+    forward and packs the outputs, or returns MISS. It stands for the general path's key,
+    lookup, validity check, reads and packing (mg.compile's per-call cost on small steps)."""
+    if (prog.recorded and grad_enabled) or prog.passthrough:
+        return None
+    names: dict[str, Any] = {"MISS": MISS, "forward": prog.forward}
+    tests, args = [], [f"a{i}" for i in range(len(leaves))]
+    for i, a in sorted(enumerate(leaves), key=lambda ia: _test_order(ia[1])):
+        names[f"k{i}"] = type(a)
+        tests.append(_leaf_test(a, i, names))
+    valid, more = _check_text(prog.expected, prog.same)
+    names.update(more)
+    reads = [f"d{i}" if isinstance(leaves[i], TensorBase) else f"a{i}" for i in prog.input_index]
+    for j, t in enumerate(prog.externals):
+        names[f"e{j}"] = t
+        reads.append(f"e{j}._data")
+    pack, more = _packing(prog)
+    names.update(more)
+    source = "\n".join([
+        "def quick(args, grad):",
+        f"    if grad is not {grad_enabled} or len(args) != {len(leaves)}:",
+        "        return MISS",
+        f"    {', '.join(args)}{',' if len(args) == 1 else ''} = args" if args else "    pass",
+        f"    if not ({' and '.join(tests + [valid])}):",
+        "        return MISS",
+        f"    outs, _ = forward({', '.join(reads)})",
+        f"    return {pack}"])
+    exec(compile(source, "<minigrad.compile quick entry>", "exec"), names)  # noqa: S102
+    return names["quick"]  # type: ignore[no-any-return]
+
+
+def _test_order(a: Any) -> int:
+    """Cheap and telling tests first: Python values, then floats, arrays and Tensors."""
+    return 0 if type(a) in (bool, int, str, type(None)) else \
+        1 if type(a) is float else 3 if isinstance(a, TensorBase) else 2
+
+
+def _leaf_test(a: Any, i: int, names: dict[str, Any]) -> str:
+    """Source testing argument leaf i against a's part of the signature (compile._leaf_key),
+    the exact type included; a Tensor's array is left in d{i} for the reads."""
+    if isinstance(a, TensorBase):
+        names.update({f"s{i}": a._data.shape, f"t{i}": a._data.dtype,
+                      f"r{i}": a._requires_grad})
+        return (f"type(a{i}) is k{i} and a{i}._requires_grad is r{i} and "
+                f"(d{i} := a{i}._data).shape == s{i} and d{i}.dtype == t{i}")
+    if type(a) in (bool, int, str, type(None)):
+        names[f"v{i}"] = a
+        return f"type(a{i}) is k{i} and a{i} == v{i}"
+    if type(a) is float:
+        return f"type(a{i}) is k{i}"
+    names.update({f"s{i}": np.shape(a), f"t{i}": a.dtype})
+    return f"type(a{i}) is k{i} and a{i}.shape == s{i} and a{i}.dtype == t{i}"
 
 
 def _as_tensor(o: Any) -> Any:
@@ -204,16 +269,23 @@ def _checks(expected: list[tuple[TensorBase, tuple[int, ...], Any, bool]],
     """Every check a call makes before replaying (`Program.valid`), as one compiled
     expression: it runs at each call, where a read through a function call of its own would
     cost more than the read."""
+    text, names = _check_text(expected, same)
+    return eval(f"lambda: {text}", names)  # type: ignore[no-any-return]  # noqa: S307
+
+
+def _check_text(expected: list[tuple[TensorBase, tuple[int, ...], Any, bool]],
+                same: list[tuple[Callable[[], Any], Any]]) -> tuple[str, dict[str, Any]]:
+    """The expression `_checks` compiles, and its names (each prefixed by an underscore)."""
     names: dict[str, Any] = {}
     parts = []
     for i, (t, shape, dtype, rg) in enumerate(expected):
-        names.update({f"t{i}": t, f"s{i}": shape, f"d{i}": dtype, f"r{i}": rg})
-        parts.append(f"t{i}._data.shape == s{i} and t{i}._data.dtype == d{i} and "
-                     f"t{i}._requires_grad is r{i}")
+        names.update({f"_t{i}": t, f"_s{i}": shape, f"_d{i}": dtype, f"_r{i}": rg})
+        parts.append(f"_t{i}._data.shape == _s{i} and _t{i}._data.dtype == _d{i} and "
+                     f"_t{i}._requires_grad is _r{i}")
     for i, (read, was) in enumerate(same):
-        names[f"w{i}"] = was
-        parts.append(f"{_direct_read(read, i, names)} is w{i}")
-    return eval(f"lambda: {' and '.join(parts) or 'True'}", names)  # type: ignore[no-any-return]  # noqa: S307
+        names[f"_w{i}"] = was
+        parts.append(f"{_direct_read(read, i, names)} is _w{i}")
+    return " and ".join(parts) or "True", names
 
 
 def _direct_read(read: Callable[[], Any], i: int, names: dict[str, Any]) -> str:
@@ -222,14 +294,14 @@ def _direct_read(read: Callable[[], Any], i: int, names: dict[str, Any]) -> str:
     if isinstance(read, functools.partial) and not read.keywords:
         func, args = read.func, read.args
         if func is getattr and len(args) == 2 and str(args[1]).isidentifier():
-            names[f"o{i}"] = args[0]
-            return f"o{i}.{args[1]}"
+            names[f"_o{i}"] = args[0]
+            return f"_o{i}.{args[1]}"
         if func is own_attribute and len(args) == 2:
-            names[f"o{i}"] = args[0]
-            return f"o{i}.__dict__.get({args[1]!r})"
+            names[f"_o{i}"] = args[0]
+            return f"_o{i}.__dict__.get({args[1]!r})"
         if getattr(func, "__name__", "") == "get" and isinstance(getattr(func, "__self__", None),
                                                                   dict) and len(args) == 1:
-            names[f"o{i}"] = func.__self__  # type: ignore[attr-defined]
-            return f"o{i}.get({args[0]!r})"
-    names[f"f{i}"] = read
-    return f"f{i}()"
+            names[f"_o{i}"] = func.__self__  # type: ignore[attr-defined]
+            return f"_o{i}.get({args[0]!r})"
+    names[f"_f{i}"] = read
+    return f"_f{i}()"

@@ -499,6 +499,31 @@ def test_a_new_signature_traces_again_and_nothing_else_does() -> None:
     assert call(x, 3, 0.5) == 8, "a signature seen before (still among the last 8)"
 
 
+def test_signatures_used_in_turn_each_replay_their_own_program() -> None:
+    # A call first tries the recent programs' own checks of the whole signature: two programs
+    # used in turn (an action index 0 or 1, a batch of one shape or another) must each get
+    # exactly their calls, with the values of the call.
+    def f(w: mg.Tensor, x: Any, a: int, scale: float) -> mg.Tensor:
+        return (x @ w)[0, a] * scale
+
+    w = mg.tensor(_u(4, 3), requires_grad=True)
+    step = mg.compile(mg.value_and_grad(f))
+    rng = np.random.default_rng(5)
+    for k in range(12):
+        x, a, scale = rng.normal(size=(1 + k % 2, 4)), int(rng.integers(0, 2)), float(k)
+        with mg.no_grad():
+            got, g = step(w, x, a, scale)
+        want, g_want = mg.value_and_grad(f)(w, mg.Tensor(x), a, scale)
+        assert_close(got, want)
+        assert_close(g, g_want)
+    assert step.traces == 4, "two shapes of x times two actions"
+    with mg.no_grad():
+        step(w, x, 1, np.float64(2.0))  # a NumPy scalar is an input of its own kind
+        step(w, mg.tensor(x), 1, scale)  # a Tensor where an array was
+        step(w, x, 1, 2)  # an int where a float was
+    assert step.traces == 7
+
+
 def test_module_flags_and_replaced_parameters_trace_again() -> None:
     model = nn.Sequential(nn.Linear(3, 4, rng=0), nn.Tanh(), nn.Linear(4, 2, rng=1))
     step = mg.compile(lambda x: model(x).sum())
