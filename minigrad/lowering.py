@@ -6,13 +6,15 @@ instead, `np.maximum(v3, 0)` for relu, so the program reads like the hand-writte
 replaces and skips a Python call per op. Each entry states the same NumPy calls as the row's
 forward in `rules.py`; tests/test_compile.py checks every row compiled against eager.
 
-One entry is in part a kernel (it exists only for speed and plain mode turns it off): a scatter
-whose index arrays provably pick no element twice is an assignment, not a sum
-(`scatter_unique`); for a basic index, which never picks twice, it is the rule as it stands.
+Two kernels (they exist only for speed and plain mode turns them off): a scatter whose index
+arrays provably pick no element twice is an assignment, not a sum (`scatter_unique`; for a
+basic index, which never picks twice, it is the rule as it stands); and a small product of
+matrices or vectors is written `a.dot(b)`, not `a @ b` (`small_products`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -124,4 +126,31 @@ def scatter_unique(src: np.ndarray, index: Any, shape: tuple[int, ...]) -> np.nd
     zeros with src written at index; adding to a zero and writing are the same number."""
     out = np.zeros(shape, dtype=np.result_type(src))
     out[index] = src
+    return out
+
+
+# ndarray.dot skips matmul's gufunc set-up, which dominates a policy's tiny products; it zeroes
+# its output before BLAS writes it, a pass that shows on activation-sized results: products up
+# to this many elements only.
+SMALL_PRODUCT = 4096
+_NAME = r"[A-Za-z_]\w*(?:\.m?T)?"
+_PRODUCT = re.compile(rf"({_NAME}) @ ({_NAME})((?: \+ {_NAME})?)")
+
+
+def small_products(ops: list[str], values: list[Any], exprs: list[str]) -> list[str]:
+    """= `a @ b` for matrices and vectors (at most 2-D, as a result of at most 2 axes implies),
+    written `a.dot(b)` where the result is a float array of at most SMALL_PRODUCT elements:
+    the same product through BLAS, summed in its own order. `ops` and `values` are the lines'
+    rows and traced results; a line the memory plan rewrote (`out=`) is left as it is."""
+    if not kernels.ENABLED:
+        return exprs
+    out = []
+    for op, value, expr in zip(ops, values, exprs):
+        m = _PRODUCT.fullmatch(expr) if op in ("matmul", "linear") else None
+        if m is not None and isinstance(value, np.ndarray) and 1 <= value.ndim <= 2 \
+                and value.size <= SMALL_PRODUCT and value.dtype.char in "fd":
+            b = m.group(2).removesuffix(".mT") + ".T" if m.group(2).endswith(".mT") \
+                else m.group(2)
+            expr = f"{m.group(1)}.dot({b}){m.group(3)}"
+        out.append(expr)
     return out

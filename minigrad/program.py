@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from minigrad.graph import TensorBase, leaf
+from minigrad.lowering import small_products
 from minigrad.peephole import simplify
 from minigrad.plan import Planner
 from minigrad.trace import Line, Trace, own_attribute, watches
@@ -41,6 +42,7 @@ def _function(name: str, params: list[str], lines: list[Line], returned: list[st
     (which adds a `bufs` parameter when it uses buffers), and the buffers' shapes and dtypes."""
     lines = simplify(lines, set(returned))
     exprs, specs = Planner(lines, set(returned)).run()
+    exprs = small_products([ln.op for ln in lines], [ln.value for ln in lines], exprs)
     head = ", ".join(params + (["bufs"] if specs else []))
     body = [f"def {name}({head}):"]
     body += [f"    {ln.target} = {e}  # {ln.comment}" for ln, e in zip(lines, exprs)]

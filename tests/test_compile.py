@@ -499,6 +499,36 @@ def test_a_new_signature_traces_again_and_nothing_else_does() -> None:
     assert call(x, 3, 0.5) == 8, "a signature seen before (still among the last 8)"
 
 
+@pytest.mark.parametrize("case", ["vector", "row", "matrices", "mixed dtypes", "large"])
+def test_small_products_are_dot_with_kernels_and_equal_eagers(case: str) -> None:
+    # lowering.small_products: `a.dot(b)` for a small float product of at most 2-D operands
+    # (kernels on), `a @ b` in plain mode; the values are eager's either way.
+    from minigrad import kernels
+    from minigrad.lowering import SMALL_PRODUCT
+
+    shapes = {"vector": ((4,), (3, 4)), "row": ((1, 4), (3, 4)), "matrices": ((5, 4), (3, 4)),
+              "mixed dtypes": ((5, 4), (3, 4)), "large": ((100, 4), (50, 4))}[case]
+    x = _u(*shapes[0]).astype(np.float32 if case == "mixed dtypes" else np.float64)
+    w = mg.tensor(_u(*shapes[1]), requires_grad=True)
+    b = mg.tensor(_u(shapes[1][0]), requires_grad=True)
+
+    def loss(w: mg.Tensor, b: mg.Tensor, x: Any) -> mg.Tensor:
+        return (mg.nn.functional.linear(x, w, b).tanh() @ w).sum()
+
+    step = mg.compile(mg.value_and_grad(loss, argnums=(0, 1)))
+    with mg.no_grad():
+        got, grads = step(w, b, x)
+        got, grads = step(w, b, x)  # replayed
+    want, want_grads = mg.value_and_grad(loss, argnums=(0, 1))(w, b, mg.Tensor(x))
+    assert_close(got, want)
+    for g, h in zip(grads, want_grads):
+        assert_close(g, h)
+    small = kernels.ENABLED and case != "large"  # x wᵀ: 100 × 50 elements, over the bound
+    assert ("x.dot(w.T) + b" in step.source) == small, step.source
+    assert ("x @ w.mT + b" in step.source) == (not small), step.source
+    assert 100 * 50 > SMALL_PRODUCT
+
+
 def test_signatures_used_in_turn_each_replay_their_own_program() -> None:
     # A call first tries the recent programs' own checks of the whole signature: two programs
     # used in turn (an action index 0 or 1, a batch of one shape or another) must each get
