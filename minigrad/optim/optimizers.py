@@ -148,12 +148,31 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         groups = self.param_groups
-        work = [self._stepped(group) for group in groups]  # all checked before any change
         flat = self._flat and kernels.ENABLED
+        if flat and self._step_as_before(groups):
+            return loss
+        work = [self._stepped(group) for group in groups]  # all checked before any change
         for group, (ps, datas) in zip(groups, work):
             if ps and not (flat and self._step_flat(group, ps, datas)):
                 self._step_each(group, ps)
         return loss
+
+    def _step_as_before(self, groups: list[dict[str, Any]]) -> bool:
+        """The step of a loop, where each group steps the same parameters, arrays and state as
+        the step before: every group's plan checks and gathers in one pass (`_Plan.ready`),
+        then all are updated; False, with nothing changed, when some group is not ready (the
+        caller then takes the full path, which finds out what changed)."""
+        ready = []
+        for group in groups:
+            plan = self._plans.get(id(group))
+            datas = None if plan is None else plan.ready(group, self.state,
+                                                         self._flat_kinds(group))
+            if datas is None:
+                return False
+            ready.append((plan, group, datas))
+        for plan, group, datas in ready:
+            self._run(plan, group, datas)
+        return True
 
     def _stepped(self, group: dict[str, Any]) -> tuple[list[Tensor], list[np.ndarray]]:
         """The group's parameters that require grad and have one, and their arrays (read from
@@ -203,12 +222,16 @@ class Optimizer:
             self._step_each(group, ps)
             plan.stepped_each()
             return True
+        self._run(plan, group, datas)
+        return True
+
+    def _run(self, plan: _Plan, group: dict[str, Any], datas: list[np.ndarray]) -> None:
+        """The flat update of each bucket, on the gradients the plan gathered."""
         for b in plan.buckets:
             b.advance()
             self._flat_update(b, b.g, datas if b.index is None else
                               [datas[i] for i in b.index], group)
         plan.stepped()
-        return True
 
     def _new_plan(self, group: dict[str, Any], ps: list[Tensor], datas: list[np.ndarray],
                   kinds: tuple[str, ...]) -> _Plan | None:
@@ -560,6 +583,36 @@ class _Plan:
         else:
             return False
         return True
+
+    def ready(self, group: dict[str, Any], state: dict[Tensor, dict[str, Any]],
+              kinds: tuple[str, ...]) -> list[np.ndarray] | None:
+        """holds() and take() in one pass for a step like the one before: the group's parameters
+        are the plan's, each requiring grad, with the same writeable array and a gradient of its
+        shape and dtype in memory of its own (gathered), and the state entries, step counts and
+        hyperparameters are as the plan left them. The parameters' arrays, or None (then
+        whatever was gathered is unused)."""
+        params = group["params"]
+        if (self.moved or group is not self.group or state is not self.state
+                or kinds != self.kinds or not self.apart or self.owners is None
+                or len(params) != len(self.params) or not _all_is(params, self.params)):
+            return None
+        owners, datas = self.owners, []
+        for p, known, shape, dtype, into in zip(params, self.ids, self.shapes, self.dtypes,
+                                                self.into):
+            g, w = p.grad, p._data
+            if (type(g) is not np.ndarray or id(w) != known or not p._requires_grad
+                    or g.shape != shape or g.dtype != dtype or not w.flags.writeable):
+                return None
+            base = g.base  # its memory's owner (_memory_owner, inlined): none of the plan's
+            owner = (g if base is None else
+                     base if type(base) is np.ndarray and base.base is None else None)
+            if owner is None or id(owner) in owners:
+                return None
+            into[...] = g
+            datas.append(w)
+        if not (_all_is(map(dict.get, *self.lookups), self.expected) and self._numbers(group)):
+            return None
+        return datas
 
     def take(self, ps: list[Tensor], datas: list[np.ndarray], group: dict[str, Any]) -> bool:
         """Gather the parameters' gradients into the buckets' `g`, if the flat update reads and
