@@ -165,8 +165,9 @@ class Optimizer:
         ready = []
         for group in groups:
             plan = self._plans.get(id(group))
-            datas = None if plan is None else plan.ready(group, self.state,
-                                                         self._flat_kinds(group))
+            if plan is None:
+                return False
+            datas = plan.ready(group, self.state, self._flat_kinds(group))
             if datas is None:
                 return False
             ready.append((plan, group, datas))
