@@ -73,11 +73,11 @@ class Compiled:
             # for higher order): run eagerly; same values, same errors.
             return self.fn(*args)
         grad = modes.grad_enabled
-        for quick, key, program in self._quick:
+        for quick, known_key, known in self._quick:
             out = quick(args, grad)
             if out is not MISS:
-                if program is not self._latest:
-                    self._used(key, program)
+                if known is not self._latest:
+                    self._used(known_key, known)
                 return out
         if not self.static_argnums and _CONTAINERS.isdisjoint(map(type, args)):
             leaves: Any = args  # the common case, flat arguments: no walk, no structure
