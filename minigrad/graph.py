@@ -14,6 +14,7 @@ recorded.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from heapq import heappop, heappush
@@ -23,13 +24,14 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from minigrad.modes import MODES, check_finite, user_site
-from minigrad.readonly import Lease, freeze, guard, release
+from minigrad.readonly import _COUNTS_REFS, Lease, freeze, guard, release
 
 if TYPE_CHECKING:
     from minigrad.rules import Primitive
     from minigrad.tensor import Tensor
 
 ArrayLike = Union["TensorBase", np.ndarray, float, int, bool, np.generic, Sequence[Any]]
+Pairs = list[tuple["TensorBase", Any]]  # (input, its gradient) from one node's VJPs
 _SCALARS = (float, int, bool, complex, np.generic)
 _PLAIN = (float, int)  # operands used as they are, without a look at what they hold
 REFUSED_KINDS = "OSUVMm"  # objects, strings, raw bytes, dates: not numbers
@@ -44,10 +46,9 @@ class TensorBase:
     what the tape needs. `tensor.Tensor` adds construction, the operators and the methods."""
 
     # A leaf has _op None. An op output also holds its record: _inputs (input Tensors, None
-    # where no gradient flows), _values (the input values the forward used), _ans (its output),
-    # _params, _seq (recording number), _lease (what it locked, see readonly.py), _retains
-    # (retain_grad) and under anomaly mode _site.
-    # _values is None once backward() freed the record.
+    # where no gradient flows), _values (the input values the forward used; None once backward()
+    # freed the record), _ans (its output), _params, _seq (recording number), _lease (what it
+    # locked, see readonly.py), _retains (retain_grad) and under anomaly mode _site.
     __slots__ = ("_data", "grad", "_requires_grad", "_op", "_inputs", "_values", "_ans",
                  "_params", "_seq", "_lease", "_retains", "_site", "__weakref__")
     _data: np.ndarray
@@ -188,14 +189,9 @@ def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
     t = _new(_tensor_type)
     t._data = freeze(ans, values)
     t._ans = t._data.view() if op.reads_output else t._data  # not reshaped by `.data.shape = …`
-    t.grad = None
-    t._requires_grad = True
-    t._op = op
-    t._inputs = inputs
-    t._values = values
-    t._params = params
+    t.grad, t._requires_grad, t._op, t._retains = None, True, op, False
+    t._inputs, t._values, t._params = inputs, values, params
     t._lease = Lease(locked) if locked else None
-    t._retains = False
     t._seq = _next_seq()
     if anomaly:
         t._site = user_site()
@@ -234,8 +230,7 @@ def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     """Un-broadcast: sum g over the axes that NumPy broadcasting added or stretched (an axis of
     g's length 1 sums to itself, so only longer ones are reduced)."""
     lead = g.ndim - len(shape)
-    axes = tuple(i for i, n in enumerate(g.shape)
-                 if n != 1 and (i < lead or shape[i - lead] == 1))
+    axes = tuple(i for i, n in enumerate(g.shape) if n != 1 and (i < lead or shape[i - lead] == 1))
     if axes:
         g = g.sum(axis=axes, keepdims=True)  # a method: g is a Tensor under higher order
     return g.reshape(shape) if g.shape != shape else g
@@ -257,16 +252,18 @@ def fit(g: Any, value: Any, op: Primitive, i: int) -> Any:
     return g
 
 
-def _input_grads(t: TensorBase, g: Any, create_graph: bool) -> list[tuple[TensorBase, Any]]:
+def _input_grads(t: TensorBase, g: Any, create_graph: bool, owned: bool) -> Pairs:
     """The VJPs of the op that made t, at upstream g: (input, its gradient) for each input a
-    gradient flows to, the gradient fitted to that input's shape and dtype."""
+    gradient flows to, the gradient fitted to that input's shape and dtype. `owned`: the sweep
+    owns g (_owned), so the op's vjp_owned runs and may write into it."""
     op: Any = t._op
     values = xs = t._values
     params = t._params
     y = t._ans
     if create_graph:
         xs, y = _recorded_operands(t)
-    every = op.vjp_all and op.vjp_all(g, y, *xs, **params)
+    every = (op.vjp_owned(g, y, *xs, **params),) if owned else \
+        op.vjp_all and op.vjp_all(g, y, *xs, **params)
     pairs = []
     for i, p in enumerate(t._inputs):
         if p is None:
@@ -281,20 +278,18 @@ def _input_grads(t: TensorBase, g: Any, create_graph: bool) -> list[tuple[Tensor
     return pairs
 
 
-def _checked_input_grads(t: TensorBase, g: Any, create_graph: bool
-                         ) -> list[tuple[TensorBase, Any]]:
+def _checked_input_grads(t: TensorBase, g: Any, create_graph: bool, owned: bool) -> Pairs:
     """`_input_grads` under anomaly mode: ops a higher-order VJP records name the VJP, and a
     gradient holding NaN or Inf raises."""
     name = t._op.name if t._op is not None else "op"
     prev, MODES.vjp_of = MODES.vjp_of, name
     try:
-        pairs = _input_grads(t, g, create_graph)
+        pairs = _input_grads(t, g, create_graph, owned)
     finally:
         MODES.vjp_of = prev
     index = {id(p): i for i, p in enumerate(t._inputs)}
     for p, pg in pairs:
-        i = index[id(p)]
-        check_finite(pg, f"the VJP of {name} (input {i})", getattr(t, "_site", None),
+        check_finite(pg, f"the VJP of {name} (input {index[id(p)]})", getattr(t, "_site", None),
                      _shapes(t._values))
     return pairs
 
@@ -329,10 +324,12 @@ def run_backward(root: TensorBase, upstream: Any, retain_graph: bool = False,
                 raise freed_error(t)
             if t._retains:
                 _retain(t, g, handed)
-            if t._op.vjp_into is not None and not create_graph:  # type: ignore[union-attr]
+            op: Any = t._op
+            if op.vjp_into is not None and not create_graph:
                 _add_slice(t, g, pending, sliced, stop, heap)
             else:
-                for p, pg in grads_of(t, g, create_graph):
+                owned = op.vjp_owned is not None and not create_graph and _owned(g, t, handed)
+                for p, pg in grads_of(t, g, create_graph, owned):
                     k = id(p)
                     if p._op is None or k in stop:
                         _deliver(p, pg, inputs is None, found, handed)
@@ -341,6 +338,7 @@ def run_backward(root: TensorBase, upstream: Any, retain_graph: bool = False,
                     else:
                         pending[k] = pg
                         heappush(heap, (-p._seq, p))
+                pg = None  # a hold of its own: the next node's g would not look owned (_owned)
             if not retain_graph:
                 if t._lease:
                     release(t._lease)
@@ -351,6 +349,15 @@ def run_backward(root: TensorBase, upstream: Any, retain_graph: bool = False,
     return None if inputs is None else [found.get(id(t)) for t in inputs]
 
 
+def _owned(g: Any, t: TensorBase, handed: set[int]) -> bool:
+    """May t's VJP write into its upstream g? Only into a larger ndarray of t's output's shape and
+    dtype that owns its memory (a view would hold a reference), was never handed out (the
+    caller's upstream, a .grad, a result), and that only run_backward's variable holds."""
+    return (_COUNTS_REFS and type(g) is np.ndarray and g.nbytes > 4096 and g.flags.owndata
+            and g.flags.writeable and id(g) not in handed and g.shape == t._ans.shape
+            and g.dtype == t._ans.dtype and sys.getrefcount(g) == 3)  # the variable, g, the call
+
+
 def _add_slice(t: TensorBase, g: Any, pending: dict[int, Any],
                sliced: dict[int, tuple[TensorBase, np.ndarray]], stop: set[int],
                heap: list[tuple[int, TensorBase]]) -> None:
@@ -359,17 +366,15 @@ def _add_slice(t: TensorBase, g: Any, pending: dict[int, Any],
     cost their own sizes, not x's size each. x's pending gradient is a buffer of this sweep's own
     (in `sliced`) from x's first slice on, and again after a whole gradient replaced it; a
     leaf's or a requested input's buffer is delivered when the sweep ends."""
-    x, v = t._inputs[0], t._values[0]
-    k = id(x)
+    x, v, k = t._inputs[0], t._values[0], id(t._inputs[0])
     had = pending.get(k)
     buf = sliced[k][1] if k in sliced else None
     if buf is None or buf is not had:
-        buf = np.zeros(v.shape, v.dtype) if had is None else np.array(had, dtype=v.dtype)
+        buf = np.zeros(v.shape, v.dtype) if had is None else np.array(had, v.dtype, order="C")
         pending[k], sliced[k] = buf, (x, buf)
         if had is None and x._op is not None and k not in stop:
             heappush(heap, (-x._seq, x))
-    op: Any = t._op
-    op.vjp_into(buf, g, **t._params)
+    t._op.vjp_into(buf, g, **t._params)  # type: ignore[union-attr, misc]
 
 
 def _deliver_slices(sliced: dict[int, tuple[TensorBase, np.ndarray]], to_leaves: bool,

@@ -6,7 +6,7 @@ docstring names the plain expression it equals, and tests/test_kernels.py checks
 expression on edge values. `MINIGRAD_KERNELS=plain` in the environment (read at import) turns
 every kernel off: the engine then runs the rules alone.
 
-This module depends on NumPy only.
+This module depends on NumPy, and on scatter.py's `add_at` for what a kernel leaves to its rule.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import os
 from typing import Any
 
 import numpy as np
+
+from minigrad.scatter import add_at
 
 ENABLED = os.environ.get("MINIGRAD_KERNELS", "").strip().lower() != "plain"
 
@@ -38,6 +40,34 @@ def linear_vjp_w(g: Any, y: Any, x: Any, w: Any, b: Any = None) -> Any:
         return g.T.dot(x)
     rows = math.prod(g.shape[:-1])
     return g.reshape((rows, g.shape[-1])).mT @ x.reshape((rows, x.shape[-1]))
+
+
+def getitem_vjp_into(buf: np.ndarray, g: Any, index: Any, basic: bool) -> None:
+    """= rules.getitem's vjp_into, add_at(buf, index, ḡ): for one integer array (or int) per
+    axis of a C-ordered buf, picking single elements (logp[rows, actions]), np.add.at at their
+    flat positions (the same sums, each pick added in turn)."""
+    parts = index if type(index) is tuple else (index,)
+    if not basic and len(parts) == buf.ndim >= 2 and buf.flags.c_contiguous and all(
+            type(p) is int or type(p) is np.ndarray and p.dtype.kind in "iu" for p in parts):
+        flat = np.ravel_multi_index(parts, buf.shape, mode="wrap")  # in range: x[index] ran
+        np.add.at(buf.reshape(-1), flat, g)
+    else:
+        add_at(buf, index, g, basic)
+
+
+def relu_vjp_owned(g: np.ndarray, y: np.ndarray, x: Any) -> np.ndarray:
+    """= rules.relu's x̄ = ḡ·[y > 0], written into ḡ's memory: the sweep passes only a ḡ that
+    nobody else holds, of y's shape and dtype (graph.py: _owned)."""
+    return np.multiply(g, y > 0, out=g)
+
+
+def log_softmax_vjp_owned(g: np.ndarray, y: np.ndarray, x: Any,
+                          axis: tuple[int, ...]) -> np.ndarray:
+    """= rules.log_softmax's x̄ = ḡ − eʸ·Σ_axis ḡ, written into ḡ's memory (as relu_vjp_owned);
+    the sum of a short last axis taken column by column (_reduce_last)."""
+    e = np.exp(y)
+    e *= _reduce_last(np.add, g, axis)
+    return np.subtract(g, e, out=g)
 
 
 def _reduce_last(ufunc: Any, x: np.ndarray, axis: tuple[int, ...], initial: Any = None) -> Any:
@@ -74,14 +104,18 @@ def softmax(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
 
 def log_softmax(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
     """= rules.log_softmax's forward, z − log1p((k − 1) + Σ_{z<0} e^z) with z = x − max x and
-    k the count of maxima: a few logits in Python floats (_log_softmax_rows), the reductions of
-    a short last axis of many rows taken column by column."""
+    k the count of maxima: a few logits in Python floats (_log_softmax_rows); rows of two,
+    z − log1p(e^(z₀ + z₁)); the reductions of other short last axes taken column by column."""
     if 0 < x.size <= 16 and axis == (x.ndim - 1,) and x.dtype.char in "fd":
         y = _log_softmax_rows(x)
         if y is not None:
             return y
     if x.size == 0:
         return x.copy()
+    if x.ndim and x.shape[-1] == 2 and axis == (x.ndim - 1,):  # one of z₀, z₁ is 0 (or NaN),
+        z = x - np.maximum(x[..., :1], x[..., 1:])  # so (k − 1) + Σ_{z<0} eᶻ = e^(z₀ + z₁)
+        z -= np.log1p(np.exp(z[..., :1] + z[..., 1:]))
+        return z
     z = x - _reduce_last(np.maximum, x, axis)
     top = z == 0
     e = np.where(top, 0.0, np.exp(z))

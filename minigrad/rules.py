@@ -15,7 +15,8 @@ to the row when the row is itself the public function. `kernel`, where given, is
 forward from kernels.py that computes the same thing; plain mode runs `forward` instead.
 `vjp_into`, where given (an op with one input), adds the input's gradient into a buffer of its
 shape in place (`buf += x̄`, x̄ as the rule gives it, never built whole): the sweep sums many
-slices of one Tensor that way, each at the cost of its own size.
+slices of one Tensor that way, each at the cost of its own size. `kernel_vjp_owned` (one input
+too) is a VJP kernel that writes x̄ into ḡ's memory, run when the sweep owns ḡ (graph.py).
 """
 
 from __future__ import annotations
@@ -33,24 +34,24 @@ from minigrad.scatter import add_at
 if TYPE_CHECKING:
     from minigrad.tensor import Tensor
 
+Fn = Callable[..., Any]
+
 
 class Primitive:
     """One row of the table. Calling it applies it: `rules.exp(t)` records exp on the tape."""
 
-    __slots__ = ("name", "forward", "run", "rule_vjps", "vjps", "vjp_all", "reads", "reads_all",
-                 "reads_inputs", "reads_output", "reads_any", "math", "numpy", "vjp_into")
+    __slots__ = ("name", "forward", "run", "rule_vjps", "vjps", "vjp_all", "vjp_into", "vjp_owned",
+                 "reads", "reads_all", "reads_inputs", "reads_output", "reads_any", "math", "numpy")
 
-    def __init__(self, name: str, forward: Callable[..., Any],
-                 vjps: tuple[Callable[..., Any], ...] = (),
-                 vjp_all: Callable[..., Any] | None = None, reads: str = "", math: str = "",
-                 numpy: Any = None, kernel: Callable[..., Any] | None = None,
-                 kernel_vjps: tuple[Callable[..., Any] | None, ...] = (),
-                 vjp_into: Callable[..., None] | None = None) -> None:
+    def __init__(self, name: str, forward: Fn, vjps: tuple[Fn, ...] = (), vjp_all: Fn | None = None,
+                 reads: str = "", math: str = "", numpy: Any = None, kernel: Fn | None = None,
+                 kernel_vjps: tuple[Fn | None, ...] = (), vjp_into: Fn | None = None,
+                 kernel_vjp_owned: Fn | None = None) -> None:
         self.name, self.forward, self.rule_vjps, self.vjp_all = name, forward, vjps, vjp_all
-        if vjp_into is not None and len(vjps) != 1:
-            raise ValueError(f"{name}: vjp_into is for an op with one input (the sweep then "
-                             f"runs it instead of the rule), got {len(vjps)} rules")
-        self.vjp_into = vjp_into
+        if (vjp_into or kernel_vjp_owned) is not None and len(vjps) != 1:
+            raise ValueError(f"{name}: vjp_into and kernel_vjp_owned are for an op with one "
+                             f"input (the sweep runs them instead of the rule), got {len(vjps)}")
+        self.vjp_into, self.vjp_owned = vjp_into, kernel_vjp_owned if kernels.ENABLED else None
         self.reads, self.math, self.numpy = reads, math, numpy
         self.reads_all = "x" in reads  # every input; else the digits name the inputs read
         self.reads_inputs = tuple(int(c) for c in reads if c.isdigit())
@@ -68,23 +69,20 @@ class Primitive:
         return f"<primitive {self.name}: {self.math}>"
 
 
-def primitive(*vjps: Callable[..., Any], reads: str = "xy",
-              vjp_all: Callable[..., Any] | None = None, numpy: Any = None,
-              kernel: Callable[..., Any] | None = None,
-              kernel_vjps: tuple[Callable[..., Any] | None, ...] = (),
-              vjp_into: Callable[..., None] | None = None
-              ) -> Callable[[Callable[..., Any]], Primitive]:
+def primitive(*vjps: Fn, reads: str = "xy", vjp_all: Fn | None = None, numpy: Any = None,
+              kernel: Fn | None = None, kernel_vjps: tuple[Fn | None, ...] = (),
+              vjp_into: Fn | None = None, kernel_vjp_owned: Fn | None = None
+              ) -> Callable[[Fn], Primitive]:
     """Make a NumPy forward a row of the table; its docstring is the math. `vjps`: one rule per
     input, `(g, y, *inputs) -> that input's gradient`, written with NumPy functions so that for
     higher order they run on Tensors and are recorded."""
-    def make(forward: Callable[..., Any]) -> Primitive:
-        return Primitive(forward.__name__, forward, vjps, vjp_all, reads,
-                         (forward.__doc__ or "").strip(), numpy, kernel, kernel_vjps, vjp_into)
+    def make(forward: Fn) -> Primitive:
+        return Primitive(forward.__name__, forward, vjps, vjp_all, reads, (forward.__doc__ or
+                         "").strip(), numpy, kernel, kernel_vjps, vjp_into, kernel_vjp_owned)
     return make
 
 
-def row(forward: Any, math: str, *vjps: Callable[..., Any], reads: str = "",
-        name: str | None = None) -> Primitive:
+def row(forward: Any, math: str, *vjps: Fn, reads: str = "", name: str | None = None) -> Primitive:
     """A row whose forward is a NumPy function itself (a ufunc is also the NumPy function that
     dispatches to the row)."""
     return Primitive(name or forward.__name__, forward, vjps, None, reads, math,
@@ -155,7 +153,7 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@primitive(lambda g, y, x: g * (y > 0), reads="y")
+@primitive(lambda g, y, x: g * (y > 0), reads="y", kernel_vjp_owned=kernels.relu_vjp_owned)
 def relu(x):
     """y = max(x, 0);  x̄ = ḡ·[x > 0]   (relu'(0) = 0)"""
     return np.maximum(x, 0)
@@ -227,7 +225,7 @@ def softmax(x, axis):
 
 
 @primitive(lambda g, y, x, axis: g - np.exp(y) * g.sum(axis=axis, keepdims=True),
-           reads="y", kernel=kernels.log_softmax)
+           reads="y", kernel=kernels.log_softmax, kernel_vjp_owned=kernels.log_softmax_vjp_owned)
 def log_softmax(x, axis):
     """y = x − log Σ eˣ;  x̄ = ḡ − eʸ·Σ_axis ḡ"""
     if x.size == 0:
@@ -293,8 +291,9 @@ def _rows(a):
            kernel_vjps=(kernels.linear_vjp_x, kernels.linear_vjp_w))
 def linear(x, w, b=None):
     """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x,  b̄ = Σ ḡ   (W̄ and b̄ summed over all rows)"""
-    y = x @ w.mT
-    return y if b is None else y + b
+    y = x @ w.mT  # a new array: a large one takes b in place (the same sums as y + b)
+    big = y.nbytes > 4096 and type(y) is type(b) is np.ndarray and b.dtype == y.dtype
+    return y if b is None else np.add(y, b, out=y) if big and b.shape == y.shape[-1:] else y + b
 
 
 # --- shape and indexing -----------------------------------------------------------------------
@@ -312,8 +311,8 @@ def _getitem_vjp(g, y, x, index, basic):
     return scatter_add.forward(g, index=index, shape=x.shape, basic=basic)
 
 
-@primitive(_getitem_vjp, reads="",
-           vjp_into=lambda buf, g, index, basic: add_at(buf, index, g, basic))
+@primitive(_getitem_vjp, reads="", vjp_into=kernels.getitem_vjp_into if kernels.ENABLED
+           else lambda buf, g, index, basic: add_at(buf, index, g, basic))
 def getitem(x, index, basic):
     """y = x[index];  x̄ = zeros with ḡ added at index   (repeated indices accumulate)"""
     return x[index]

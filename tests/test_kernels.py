@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from minigrad import graph, kernels, rules
+from minigrad.scatter import add_at
 
 EDGES = [np.nan, np.inf, -np.inf, 800.0, -800.0, -40.0, 0.0, 1.0, -1e-300]
 
@@ -39,9 +40,16 @@ def test_every_kernel_names_a_row_and_is_tested() -> None:
     public = {name for name, value in vars(kernels).items()
               if callable(value) and not name.startswith("_") and value.__module__ ==
               kernels.__name__}
-    assert public - attached == {"linear_vjp_x", "linear_vjp_w"}
+    assert public - attached == {"linear_vjp_x", "linear_vjp_w", "getitem_vjp_into",
+                                 "relu_vjp_owned", "log_softmax_vjp_owned"}
     assert rules.linear.vjps[:2] == ((kernels.linear_vjp_x, kernels.linear_vjp_w)
                                      if kernels.ENABLED else rules.linear.rule_vjps[:2])
+    assert (rules.getitem.vjp_into is kernels.getitem_vjp_into) == kernels.ENABLED
+    for row, kernel in [(rules.relu, kernels.relu_vjp_owned),
+                        (rules.log_softmax, kernels.log_softmax_vjp_owned)]:
+        assert row.vjp_owned is (kernel if kernels.ENABLED else None)
+    assert {row.name for row in rules.TABLE if row.vjp_owned} == (
+        {"relu", "log_softmax"} if kernels.ENABLED else set())
     assert attached == {"softmax", "log_softmax"}
     for row in KERNELS_OF_ROWS:
         assert (row.run is getattr(kernels, row.name)) == kernels.ENABLED
@@ -104,3 +112,68 @@ def test_linear_vjp_kernels_equal_their_rules(x_shape: tuple[int, ...],
         got, want = kernel(g, None, x, w), rule(g, None, x, w)
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def _picks(shape: tuple[int, ...]) -> list[Any]:
+    """Indices of every kind getitem records: element picks with repeats and negatives, row
+    picks, mixed, broadcast, boolean, basic."""
+    n, m = shape
+    r = np.array([0, 1, n - 1, -1, 0, 0, 2])
+    c = np.array([1, -1, 0, m - 1, 1, 1, 2])
+    return [(r, c), (r.reshape(7, 1), c.reshape(1, 7)), r, (r, 2), (3, c), (r[:1], c[:1]),
+            (np.arange(n) % 2 == 0,), (np.arange(n) % 2 == 0, c[:1]), (slice(1, 3), 2),
+            (np.array(2), np.array(-1))]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_getitem_scatter_kernel_equals_add_at(dtype: Any) -> None:
+    """getitem's vjp_into kernel (np.add.at at flat positions for element picks) adds the same
+    sums into the buffer as add_at, also onto a buffer that already holds values. (The sweep's
+    buffers are C-ordered, as add_at requires: test_sweep_owned checks that.)"""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 5)).astype(dtype)
+    for index in _picks(x.shape):
+        basic = isinstance(index, tuple) and all(isinstance(i, (int, slice)) for i in index)
+        g = rng.normal(size=x[index].shape).astype(dtype)
+        start = rng.normal(size=x.shape).astype(dtype)
+        got, want = start.copy(), start.copy()
+        kernels.getitem_vjp_into(got, g, index, basic)
+        add_at(want, index, g, basic)
+        plain = start.copy()
+        np.add.at(plain, index, g)  # the plain statement
+        tol = 1e-5 if dtype == np.float32 else 1e-13  # repeated picks: summed in another order
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        np.testing.assert_allclose(got, plain, rtol=tol, atol=tol)
+
+
+EDGE_G = np.array(EDGES + [-0.0, 2.5, -3.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_owned_kernel_equals_its_rule(dtype: Any) -> None:
+    """Written into ḡ, bit for bit the rule's ḡ·[y > 0], NaN and ±inf in ḡ and y included."""
+    g = np.array(list(itertools.product(EDGE_G, repeat=2)), dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        y = rules.relu.forward(g[:, ::-1].copy())
+    g_in = g.copy()
+    with np.errstate(invalid="ignore"):  # inf·0
+        want = rules.relu.rule_vjps[0](g, y, None)
+        got = kernels.relu_vjp_owned(g_in, y, None)
+    assert got is g_in and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_log_softmax_owned_kernel_equals_its_rule(k: int, dtype: Any) -> None:
+    x = _rows(k, dtype)
+    with np.errstate(all="ignore"):
+        for axis in [(1,), (0,), (0, 1)]:
+            y = rules.log_softmax.forward(x, axis)
+            g = np.resize(EDGE_G, x.shape).astype(dtype)[::-1].copy()
+            want = rules.log_softmax.rule_vjps[0](g, y, x, axis)
+            g_in = g.copy()
+            got = kernels.log_softmax_vjp_owned(g_in, y, x, axis)
+            assert got is g_in
+            _same(got, want, dtype)
