@@ -96,6 +96,9 @@ def softmax(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
         y = _softmax_rows(x)
         if y is not None:
             return y
+    if x.size < 64:  # too few elements for anything but the rule's own calls to pay
+        e = np.exp(x - np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf))
+        return e / np.add.reduce(e, axis=axis, keepdims=True)
     e = np.asarray(x - _reduce_last(np.maximum, x, axis, -np.inf))  # 0-d: a scalar, else new
     np.exp(e, out=e)
     e /= _reduce_last(np.add, e, axis)
@@ -131,10 +134,10 @@ def _softmax_rows(x: np.ndarray) -> np.ndarray | None:
     left to the NumPy path."""
     n = x.shape[-1]
     flat = x.ravel().tolist()
+    rows = (flat,) if n == len(flat) else [flat[i:i + n] for i in range(0, len(flat), n)]
     out: list[float] = []
     exp = math.exp
-    for i in range(0, len(flat), n):
-        row = flat[i:i + n] if n < len(flat) else flat
+    for row in rows:
         m = max(row)
         if not -math.inf < m < math.inf:
             return None
@@ -145,7 +148,8 @@ def _softmax_rows(x: np.ndarray) -> np.ndarray | None:
         if not s < math.inf:  # a NaN below the maximum
             return None
         out += [v / s for v in e]
-    return np.array(out, dtype=x.dtype.char).reshape(x.shape)
+    y = np.array(out, dtype=x.dtype.char)
+    return y if x.ndim == 1 else y.reshape(x.shape)
 
 
 def _log_softmax_rows(x: np.ndarray) -> np.ndarray | None:

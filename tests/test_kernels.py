@@ -67,6 +67,12 @@ def test_softmax_kernels_equal_their_rules(name: str, k: int, dtype: Any) -> Non
         for i in range(0, len(x) - 64, 7):  # a few logits at a time: the Python-float path
             small = x[i:i + max(1, 16 // k)]
             _same(kernel(small, (1,)), row.forward(small, (1,)), dtype)
+            for one in (x[i], x[i:i + 1], x[i:i + 2]):  # one observation's logits, or two rows
+                axis = (one.ndim - 1,)
+                _same(kernel(one, axis), row.forward(one, axis), dtype)
+        for i in range(0, len(x) - 64, 5):  # a small batch: fewer than 64 logits in all
+            batch = x[i:i + 8]
+            _same(kernel(batch, (1,)), row.forward(batch, (1,)), dtype)
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
