@@ -304,6 +304,28 @@ def test_a_grad_that_is_a_replaced_array_of_another_parameter(name, kw):
     assert results[0] == results[1]
 
 
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+def test_a_grad_that_is_an_earlier_groups_parameter_in_a_steady_loop(name, kw):
+    """From the third step on, group 1's H takes B's array (group 0) as its grad, in a loop
+    where nothing else changes: H's update must read B after B's, as one by one."""
+    results = []
+    for flat in (True, False):
+        rng = np.random.default_rng(4)
+        ps = [mg.tensor(rng.normal(size=shape).astype(dtype), requires_grad=True)
+              for shape, dtype in SHAPES]
+        grads = [rng.normal(size=p.shape).astype(p.dtype) for p in ps]
+        with flat_mode(flat):
+            opt = getattr(optim, name)([{"params": ps[:5]}, {"params": ps[5:]}], **kw)
+            for step in range(5):
+                for p, g in zip(ps, grads):
+                    p.grad = g.copy()
+                if step >= 2:
+                    ps[H].grad = ps[B].data
+                opt.step()
+        results.append(snapshot(ps, opt))
+    assert results[0] == results[1]
+
+
 def test_a_subclass_that_overrides_update_alone_keeps_it():
     class HalfSGD(optim.SGD):
         def _update(self, w, g, state, group):

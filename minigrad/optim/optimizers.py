@@ -158,21 +158,20 @@ class Optimizer:
         return loss
 
     def _step_as_before(self, groups: list[dict[str, Any]]) -> bool:
-        """The step of a loop, where each group steps the same parameters, arrays and state as
-        the step before: every group's plan checks and gathers in one pass (`_Plan.ready`),
-        then all are updated; False, with nothing changed, when some group is not ready (the
-        caller then takes the full path, which finds out what changed)."""
-        ready = []
-        for group in groups:
-            plan = self._plans.get(id(group))
-            if plan is None:
-                return False
-            datas = plan.ready(group, self.state, self._flat_kinds(group))
-            if datas is None:
-                return False
-            ready.append((plan, group, datas))
-        for plan, group, datas in ready:
-            self._run(plan, group, datas)
+        """The step of a loop with one group that steps the same parameters, arrays and state
+        as the step before: its plan checks and gathers in one pass (`_Plan.ready`), then
+        updates; False, with nothing changed, otherwise (the caller then takes the full path,
+        which finds out what changed). Several groups take the full path: there a group's
+        gradients are gathered after the groups before it changed, which matters when one is
+        memory of an earlier group's parameter."""
+        if len(groups) != 1:
+            return False
+        group = groups[0]
+        plan = self._plans.get(id(group))
+        datas = None if plan is None else plan.ready(group, self.state, self._flat_kinds(group))
+        if plan is None or datas is None:
+            return False
+        self._run(plan, group, datas)
         return True
 
     def _stepped(self, group: dict[str, Any]) -> tuple[list[Tensor], list[np.ndarray]]:
