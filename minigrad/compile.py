@@ -100,13 +100,15 @@ class Compiled:
         return program.pack(_passed(program, outs, leaves) if program.passthrough else outs)
 
     def _used(self, key: Any, program: Program) -> None:
-        """Make program the most recently used (first among the quick entries too)."""
-        try:
+        """Make program the most recently used (first among the quick entries too). Under the
+        lock: a clear() or an eviction between reading the entries and writing them back
+        would otherwise be undone."""
+        with self._lock:
+            if self._programs.get(key) is not program:  # dropped meanwhile: it runs all the same
+                return
             self._programs.move_to_end(key)
-        except KeyError:  # another thread dropped it meanwhile: it runs all the same
-            pass
-        self._latest = program
-        self._quick = tuple(sorted(self._quick, key=lambda e: e[2] is not program))
+            self._latest = program
+            self._quick = tuple(sorted(self._quick, key=lambda e: e[2] is not program))
 
     def _split(self, args: tuple[Any, ...]) -> tuple[list[Any], Any, tuple[Any, ...]]:
         """The leaves of the dynamic arguments, their structure, and the static arguments."""
@@ -133,6 +135,7 @@ class Compiled:
         out = unflatten(out_def, out_leaves)
         self._traces += 1
         recent = next(reversed(self._programs), None)  # the signature of the calls before
+        self._programs.pop(key, None)  # traced again (its checks failed): now the most recent
         self._programs[key] = program
         self._latest = program
         quick = quick_entry(program, leaves, key[3]) if type(key[0]) is int else None

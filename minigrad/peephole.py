@@ -62,7 +62,8 @@ def _transposes(ln: Line) -> bool:
 
 
 def _two_d(ln: Line) -> bool:
-    return getattr(ln.value, "ndim", 0) == 2 and len(ln.operands) == 2
+    """A product of two matrices: (ab)ᵀ = bᵀaᵀ holds for those, not for a stack of them."""
+    return getattr(ln.value, "ndim", 0) == 2 and len(ln.operands) == 2 and ln.ndims == (2, 2)
 
 
 def _t(name: str, made: dict[str, Line]) -> str:

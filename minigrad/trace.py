@@ -329,7 +329,7 @@ class Line:
     (so it can be given `out=`), its operands and its parameters."""
 
     __slots__ = ("target", "expr", "uses", "comment", "phase", "op", "value", "ufunc",
-                 "operands", "params")
+                 "operands", "params", "ndims")
 
     def __init__(self, target: str, expr: str, uses: list[str], comment: str, phase: int):
         self.target, self.expr, self.uses = target, expr, uses
@@ -339,11 +339,13 @@ class Line:
         self.ufunc: np.ufunc | None = None
         self.operands: list[str] = []  # the op's operands as source (not its parameters)
         self.params: dict[str, Any] = {}  # its parameters' values while tracing
+        self.ndims: tuple[int, ...] = ()  # its operands' numbers of axes while tracing
 
 
 def _describe(line: Line, op: Primitive, refs: list[str], params: dict[str, Any],
-              value: Any) -> None:
+              value: Any, args: tuple[Any, ...]) -> None:
     line.op, line.value, line.operands, line.params = op.name, value, refs, params
+    line.ndims = tuple(np.ndim(_plain(a)) for a in args)
     if op.run is op.forward and isinstance(op.run, np.ufunc) and not params:
         line.ufunc = op.run
     elif op.name == "relu" and op.run is op.forward:
@@ -506,7 +508,7 @@ class Trace:
         if t._op is not None:
             self._bind(t._ans, target)
         self._emit(target, _expression(self, op, refs, prefs, params), uses)
-        _describe(self.lines[-1], op, refs, params, t._data)
+        _describe(self.lines[-1], op, refs, params, t._data, args)
         if op.name == "transpose":
             self.transposed[target] = (refs[0], params["axes"])
         return t

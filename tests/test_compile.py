@@ -529,6 +529,43 @@ def test_small_products_are_dot_with_kernels_and_equal_eagers(case: str) -> None
     assert 100 * 50 > SMALL_PRODUCT
 
 
+def test_a_transposed_product_of_a_stack_is_not_rewritten() -> None:
+    # peephole: (ab)ᵀ = bᵀaᵀ for two matrices; a (2, 3, 3) stack times a vector is 2-D too,
+    # and bᵀaᵀ would multiply along the wrong axes.
+    a, b, w = mg.tensor(_u(2, 3, 3)), mg.tensor(_u(3)), mg.tensor(_u(3, 2))
+
+    def f(a: mg.Tensor, b: mg.Tensor) -> mg.Tensor:
+        return (a @ b).T * w
+
+    step = mg.compile(f)
+    step(a, b)
+    assert_close(step(a, b), f(a, b))
+
+
+def test_clear_and_lru_order_hold_against_a_late_use() -> None:
+    step = mg.compile(lambda x, k: x * k)
+    x = mg.tensor(_u(3))
+    step(x, 1), step(x, 2)
+    key, program = step._quick[-1][1], step._quick[-1][2]
+    step.clear()
+    step._used(key, program)  # what a thread that read the entries before clear() does next
+    assert step._quick == () and step.traces == 2
+    step(x, 1)
+    assert step.traces == 3, "clear(): the next call traces again"
+    # a program traced again because its checks failed is the most recently used one
+    model = nn.Linear(3, 2, rng=0)
+    step = mg.compile(lambda x, k: model(x) * k)
+    for k in range(8):
+        step(x, k)
+    model.weight = mg.tensor(_u(2, 3), requires_grad=True)  # the first program's check fails
+    step(x, 0)
+    assert step.traces == 9
+    with pytest.warns(RuntimeWarning, match="more than 8 signatures"):
+        step(x, 100)  # drops the least recently used: k=1, not the k=0 just traced again
+    step(x, 0)
+    assert step.traces == 10
+
+
 def test_signatures_used_in_turn_each_replay_their_own_program() -> None:
     # A call first tries the recent programs' own checks of the whole signature: two programs
     # used in turn (an action index 0 or 1, a batch of one shape or another) must each get
