@@ -27,7 +27,8 @@ stepped, their arrays' shapes or dtypes, or the state entries themselves were ch
 steps. What the flat update would not round exactly as `_update` does (gradients that are not
 plain arrays of their parameter's shape and dtype, arrays sharing memory, NumPy scalars as
 hyperparameters) is stepped parameter by parameter, as is everything in plain mode
-(`MINIGRAD_KERNELS=plain`).
+(`MINIGRAD_KERNELS=plain`). A training loop's step, one group with nothing changed since the
+step before, checks all of that and gathers the gradients in one pass (`_Plan.ready`).
 """
 
 from __future__ import annotations
