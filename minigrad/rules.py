@@ -288,12 +288,11 @@ def _rows(a):
 @primitive(lambda g, y, x, w, b=None: g @ w,
            lambda g, y, x, w, b=None: _rows(g).mT @ _rows(x),
            lambda g, y, x, w, b=None: sum_to(g, np.shape(b)), reads="01",
-           kernel_vjps=(kernels.linear_vjp_x, kernels.linear_vjp_w))
+           kernel=kernels.linear, kernel_vjps=(kernels.linear_vjp_x, kernels.linear_vjp_w))
 def linear(x, w, b=None):
     """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x,  b̄ = Σ ḡ   (W̄ and b̄ summed over all rows)"""
-    y = x @ w.mT  # a new array: a large one takes b in place (the same sums as y + b)
-    big = y.nbytes > 4096 and type(y) is type(b) is np.ndarray and b.dtype == y.dtype
-    return y if b is None else np.add(y, b, out=y) if big and b.shape == y.shape[-1:] else y + b
+    y = x @ w.mT
+    return y if b is None else y + b
 
 
 # --- shape and indexing -----------------------------------------------------------------------
