@@ -27,18 +27,6 @@ ENABLED = os.environ.get("MINIGRAD_KERNELS", "").strip().lower() != "plain"
 _SMALL_RESULT = 4096
 
 
-def linear(x: Any, w: Any, b: Any = None) -> Any:
-    """= rules.linear's forward, x Wᵀ + b: a product larger than 4 KB takes b in place (the
-    same sums, one activation-sized array made instead of two)."""
-    y = x @ w.mT
-    if b is None:
-        return y
-    if y.nbytes > 4096 and type(y) is type(b) is np.ndarray and b.dtype == y.dtype \
-            and b.shape == y.shape[-1:]:
-        return np.add(y, b, out=y)
-    return y + b
-
-
 def linear_vjp_x(g: Any, y: Any, x: Any, w: Any, b: Any = None) -> Any:
     """= rules.linear's x̄ = ḡ W: a small product of ndarrays through ndarray.dot."""
     if g.ndim == 2 and len(g) * w.shape[1] <= _SMALL_RESULT and type(g) is type(w) is np.ndarray:

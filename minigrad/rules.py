@@ -288,7 +288,7 @@ def _rows(a):
 @primitive(lambda g, y, x, w, b=None: g @ w,
            lambda g, y, x, w, b=None: _rows(g).mT @ _rows(x),
            lambda g, y, x, w, b=None: sum_to(g, np.shape(b)), reads="01",
-           kernel=kernels.linear, kernel_vjps=(kernels.linear_vjp_x, kernels.linear_vjp_w))
+           kernel_vjps=(kernels.linear_vjp_x, kernels.linear_vjp_w))
 def linear(x, w, b=None):
     """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x,  b̄ = Σ ḡ   (W̄ and b̄ summed over all rows)"""
     y = x @ w.mT

@@ -937,10 +937,7 @@ def _refuse_custom(op: Primitive, params: dict[str, Any]) -> None:
 def _expression(trace: Trace, op: Primitive, refs: list[str], prefs: dict[str, str],
                 params: dict[str, Any]) -> str:
     run = op.run
-    # A row's kernel is called by name; linear's and scatter_add's are written as their rules
-    # (the memory plan places linear's result, and lowering decides where the scatter kernel
-    # applies).
-    if run is op.forward or op.name in ("scatter_add", "linear"):
+    if run is op.forward or op.name == "scatter_add":
         written = lowering.write(op.name, refs, prefs, params, trace.dynamic)
         if written is not None:
             if "scatter_unique" in written:

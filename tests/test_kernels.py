@@ -50,7 +50,7 @@ def test_every_kernel_names_a_row_and_is_tested() -> None:
         assert row.vjp_owned is (kernel if kernels.ENABLED else None)
     assert {row.name for row in rules.TABLE if row.vjp_owned} == (
         {"relu", "log_softmax"} if kernels.ENABLED else set())
-    assert attached == {"softmax", "log_softmax", "linear"}
+    assert attached == {"softmax", "log_softmax"}
     for row in KERNELS_OF_ROWS:
         assert (row.run is getattr(kernels, row.name)) == kernels.ENABLED
 
@@ -73,23 +73,6 @@ def test_softmax_kernels_equal_their_rules(name: str, k: int, dtype: Any) -> Non
         for i in range(0, len(x) - 64, 5):  # a small batch: fewer than 64 logits in all
             batch = x[i:i + 8]
             _same(kernel(batch, (1,)), row.forward(batch, (1,)), dtype)
-
-
-@pytest.mark.parametrize("rows", [1, 3, 200])  # the product under and over 4 KB
-@pytest.mark.parametrize("bias", ["none", "vector", "row", "float32", "3-d x"])
-def test_linear_kernel_equals_its_rule(rows: int, bias: str) -> None:
-    rng = np.random.default_rng(rows)
-    x = rng.normal(size=(2, rows, 5) if bias == "3-d x" else (rows, 5))
-    x[0, ..., :len(EDGES)] = EDGES[:5]  # NaN, ±inf, ±800 through the product
-    w = rng.normal(size=(4, 5))
-    b = {"none": None, "row": rng.normal(size=(1, 4)),
-         "float32": rng.normal(size=4).astype(np.float32)}.get(bias, rng.normal(size=4))
-    with np.errstate(all="ignore"):
-        want = rules.linear.forward(x, w, b)
-        got = kernels.linear(x, w, b)
-    assert got.dtype == want.dtype and got.shape == want.shape
-    np.testing.assert_array_equal(got, want)
-    assert not any(np.shares_memory(got, a) for a in (x, w, b) if a is not None)
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
