@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from minigrad.modes import MODES, check_finite, user_site
-from minigrad.readonly import _COUNTS_REFS, Lease, freeze, guard, release
+from minigrad.readonly import COUNTS_REFS, Lease, freeze, guard, release
 
 if TYPE_CHECKING:
     from minigrad.rules import Primitive
@@ -353,7 +353,7 @@ def _owned(g: Any, t: TensorBase, handed: set[int]) -> bool:
     """May t's VJP write into its upstream g? Only into a larger ndarray of t's output's shape and
     dtype that owns its memory (a view would hold a reference), was never handed out (the
     caller's upstream, a .grad, a result), and that only run_backward's variable holds."""
-    return (_COUNTS_REFS and type(g) is np.ndarray and g.nbytes > 4096 and g.flags.owndata
+    return (COUNTS_REFS and type(g) is np.ndarray and g.nbytes > 4096 and g.flags.owndata
             and g.flags.writeable and id(g) not in handed and g.shape == t._ans.shape
             and g.dtype == t._ans.dtype and sys.getrefcount(g) == 3)  # the variable, g, the call
 

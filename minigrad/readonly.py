@@ -31,7 +31,7 @@ import numpy as np
 _ALONE = 4
 # Reference counts tell who else holds an array on CPython before 3.14 (later versions may
 # borrow references); elsewhere nothing is locked and everything is copied.
-_COUNTS_REFS = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
+COUNTS_REFS = sys.implementation.name == "cpython" and sys.version_info < (3, 14)
 
 # A small array is copied whatever it is: a copy costs less than taking the table's lock, and
 # makes any later write harmless.
@@ -89,7 +89,7 @@ def guard(value: Any, lease: list[np.ndarray]) -> Any:
                 entry[1] += 1
                 lease.append(owner)
             return value.view()
-        if _COUNTS_REFS and value.base is None:
+        if COUNTS_REFS and value.base is None:
             # Lock first, then count holders: a view made after the lock is read-only, one
             # made before holds a reference and is counted.
             # (setflags positionally, where NumPy's stubs want keywords: keyword parsing is slow)

@@ -626,7 +626,7 @@ def test_without_reference_counts_nothing_is_locked_and_everything_is_copied(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Where reference counts are not trusted (CPython >= 3.14, other interpreters) the guard
     copies every array it cannot prove alone: writes are accepted and harmless."""
-    monkeypatch.setattr(readonly, "_COUNTS_REFS", False)
+    monkeypatch.setattr(readonly, "COUNTS_REFS", False)
     x0 = np.linspace(-1.0, 2.0, BIG)
     w = mg.tensor(x0, requires_grad=True)
     loss = (w * w.exp()).sum()
