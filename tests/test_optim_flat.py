@@ -282,48 +282,52 @@ def test_a_replaced_array_is_the_one_updated():
     assert not np.array_equal(ps[0].data, kept)
 
 
+def flat_equals_one_by_one(name: str, kw: dict[str, Any], seed: int, groups: bool,
+                           grads_of_step: Any) -> None:
+    """Five steps flat and five one by one (as plain mode) from the same start: the same bytes.
+    grads_of_step(step, ps, rng) sets the grads of a step."""
+    results = []
+    for flat in (True, False):
+        rng = np.random.default_rng(seed)
+        ps = [mg.tensor(rng.normal(size=shape).astype(dtype), requires_grad=True)
+              for shape, dtype in SHAPES]
+        with flat_mode(flat):
+            opt = getattr(optim, name)([{"params": ps[:5]}, {"params": ps[5:]}] if groups
+                                       else ps, **kw)
+            for step in range(5):
+                grads_of_step(step, ps, rng)
+                opt.step()
+        results.append(snapshot(ps, opt))
+    assert results[0] == results[1]
+
+
 @pytest.mark.parametrize("name,kw", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
 def test_a_grad_that_is_a_replaced_array_of_another_parameter(name, kw):
     """E's grad is B's array, which B got after the buckets were made: E must still be stepped
     after B's update reads it, as one by one."""
-    results = []
-    for flat in (True, False):
-        rng = np.random.default_rng(9)
-        ps = [mg.tensor(rng.normal(size=shape).astype(dtype), requires_grad=True)
-              for shape, dtype in SHAPES]
-        with flat_mode(flat):
-            opt = getattr(optim, name)(ps, **kw)
-            for step in range(4):
-                for p in ps:
-                    p.grad = rng.normal(size=p.shape).astype(p.dtype)
-                if step >= 2:
-                    ps[B].data = ps[B].data.copy()
-                    ps[E].grad = ps[B].data
-                opt.step()
-        results.append(snapshot(ps, opt))
-    assert results[0] == results[1]
+    def grads_of_step(step: int, ps: list[mg.Tensor], rng: np.random.Generator) -> None:
+        for p in ps:
+            p.grad = rng.normal(size=p.shape).astype(p.dtype)
+        if step >= 2:
+            ps[B].data = ps[B].data.copy()
+            ps[E].grad = ps[B].data
+    flat_equals_one_by_one(name, kw, 9, False, grads_of_step)
 
 
 @pytest.mark.parametrize("name,kw", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
 def test_a_grad_that_is_an_earlier_groups_parameter_in_a_steady_loop(name, kw):
     """From the third step on, group 1's H takes B's array (group 0) as its grad, in a loop
     where nothing else changes: H's update must read B after B's, as one by one."""
-    results = []
-    for flat in (True, False):
-        rng = np.random.default_rng(4)
-        ps = [mg.tensor(rng.normal(size=shape).astype(dtype), requires_grad=True)
-              for shape, dtype in SHAPES]
-        grads = [rng.normal(size=p.shape).astype(p.dtype) for p in ps]
-        with flat_mode(flat):
-            opt = getattr(optim, name)([{"params": ps[:5]}, {"params": ps[5:]}], **kw)
-            for step in range(5):
-                for p, g in zip(ps, grads):
-                    p.grad = g.copy()
-                if step >= 2:
-                    ps[H].grad = ps[B].data
-                opt.step()
-        results.append(snapshot(ps, opt))
-    assert results[0] == results[1]
+    fixed: list[np.ndarray] = []
+
+    def grads_of_step(step: int, ps: list[mg.Tensor], rng: np.random.Generator) -> None:
+        if step == 0:
+            fixed[:] = [rng.normal(size=p.shape).astype(p.dtype) for p in ps]
+        for p, g in zip(ps, fixed):
+            p.grad = g.copy()
+        if step >= 2:
+            ps[H].grad = ps[B].data
+    flat_equals_one_by_one(name, kw, 4, True, grads_of_step)
 
 
 def test_a_subclass_that_overrides_update_alone_keeps_it():
