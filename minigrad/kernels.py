@@ -44,10 +44,12 @@ def linear_vjp_w(g: Any, y: Any, x: Any, w: Any, b: Any = None) -> Any:
 
 def getitem_vjp_into(buf: np.ndarray, g: Any, index: Any, basic: bool) -> None:
     """= rules.getitem's vjp_into, add_at(buf, index, ḡ): for one integer array (or int) per
-    axis of a C-ordered buf, picking single elements (logp[rows, actions]), np.add.at at their
-    flat positions (the same sums, each pick added in turn)."""
+    axis of a C-ordered float64 buf, picking single elements (logp[rows, actions]), np.add.at
+    at their flat positions (the same sums, each pick added in turn). Not for float32, where
+    add_at sums repeated picks in float64 and np.add.at would round at every one."""
     parts = index if type(index) is tuple else (index,)
-    if not basic and len(parts) == buf.ndim >= 2 and buf.flags.c_contiguous and all(
+    if not basic and len(parts) == buf.ndim >= 2 and buf.dtype == np.float64 \
+            and buf.flags.c_contiguous and all(
             type(p) is int or type(p) is np.ndarray and p.dtype.kind in "iu" for p in parts):
         flat = np.ravel_multi_index(parts, buf.shape, mode="wrap")  # in range: x[index] ran
         np.add.at(buf.reshape(-1), flat, g)
