@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_engine_higher_order import Square  # a custom Function: Python state between passes
 from test_table import COMPOSITIONS, FIRST_ORDER, ROW_IDS, TABLE, Case  # the table's own cases
 
 import minigrad as mg
@@ -709,19 +710,6 @@ def test_at_most_8_traces_are_kept_and_dropping_one_warns_what_changed() -> None
 # =============================================================================================
 # 4. CompileError, naming the user's line
 # =============================================================================================
-class Square(mg.Function):
-    """A custom Function keeps Python state between its forward and backward."""
-
-    @staticmethod
-    def forward(ctx: Any, x: np.ndarray) -> np.ndarray:
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx: Any, g: np.ndarray) -> np.ndarray:
-        return 2 * ctx.saved[0] * g
-
-
 DROPOUT = nn.Dropout(0.5, rng=0)
 BATCH_NORM = nn.BatchNorm1d(3)
 
