@@ -531,12 +531,14 @@ def _flag_read(n: int) -> str:
     import importlib
     import timeit
 
-    for module, name in (("minigrad.modes", "MODES"), ("minigrad.tensor", "STATE")):
+    for module, name, read in (("minigrad.modes", "THREAD", "f.modes.anomaly"),
+                               ("minigrad.modes", "MODES", "f.anomaly"),
+                               ("minigrad.tensor", "STATE", "f.anomaly")):
         try:
             flags = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):
             continue
-        ns = min(timeit.repeat("f.anomaly", globals={"f": flags}, number=n, repeat=5)) / n
+        ns = min(timeit.repeat(read, globals={"f": flags}, number=n, repeat=5)) / n
         return f"{ns * 1e9:.0f} ns"
     return "not timed: this engine has no anomaly flag where W7 looks for it"
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from minigrad.graph import TensorBase, apply, leaf
-from minigrad.modes import MODES
+from minigrad.modes import THREAD
 from minigrad.program import MISS, Program, build_program, quick_entry
 from minigrad.rules import Primitive
 from minigrad.trace import CompileError, Trace, flatten, unflatten
@@ -67,7 +67,7 @@ class Compiled:
             self._quick = ()
 
     def __call__(self, *args: Any) -> Any:
-        modes = MODES
+        modes = THREAD.modes
         if modes.trace is not None or modes.anomaly or modes.transform_depth > 0:
             # Inside another trace, under detect_anomaly or inside a transform (which may ask
             # for higher order): run eagerly; same values, same errors.

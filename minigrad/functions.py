@@ -17,7 +17,7 @@ import numpy as np
 
 from minigrad import rules
 from minigrad.graph import ArrayLike, TensorBase, apply, leaf, operand
-from minigrad.modes import MODES
+from minigrad.modes import THREAD
 
 if TYPE_CHECKING:
     from minigrad.tensor import Tensor
@@ -70,8 +70,8 @@ def _constant_array(value: Any) -> Any:
         return value
     arr = np.array(value)
     arr.flags.writeable = False
-    if MODES.trace is not None:
-        MODES.trace.alias(arr, value)
+    if THREAD.modes.trace is not None:
+        THREAD.modes.trace.alias(arr, value)
     return arr
 
 
@@ -352,8 +352,8 @@ def unbind(x: ArrayLike, axis: int = 0) -> tuple[Tensor, ...]:
 # --- not differentiable: comparisons, logic, argmax ---------------------------------------------
 def constant(fn: Any, *args: Any, name: str = "op") -> Tensor:
     """Apply a function that is not differentiable (comparisons, argmax): never requires grad."""
-    if MODES.trace is not None:
-        return MODES.trace.constant_op(fn, args, name)  # type: ignore[no-any-return]
+    if THREAD.modes.trace is not None:
+        return THREAD.modes.trace.constant_op(fn, args, name)  # type: ignore[no-any-return]
     return leaf(np.asarray(fn(*[a._data if isinstance(a, TensorBase) else operand(a, name)
                                 for a in args])))
 

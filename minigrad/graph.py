@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from minigrad.modes import MODES, check_finite, user_site
+from minigrad.modes import THREAD, check_finite, user_site
 from minigrad.readonly import COUNTS_REFS, Lease, freeze, guard, release
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ class TensorBase:
         `gradient` is the upstream of self's shape; it may be left out for one-element outputs.
         The tape is freed afterwards unless `retain_graph=True`.
         """
-        if MODES.trace is not None:
-            MODES.trace.refuse("backward()")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.refuse("backward()")
         if not self._requires_grad:
             raise RuntimeError("backward: this Tensor does not require grad and was not made by "
                                "a recorded op; set requires_grad=True on the leaves first "
@@ -151,7 +151,7 @@ def _shapes(values: Sequence[Any]) -> str:
 def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
     """Run op's forward on the inputs' values; when an input requires grad and this thread
     records, the output also records the op: it becomes a node of the tape."""
-    modes = MODES  # this thread's switches
+    modes = THREAD.modes  # this thread's switches
     if modes.trace is not None:  # mg.compile is tracing: it runs the op and writes it down
         return modes.trace.record(op, args, params)  # type: ignore[no-any-return]
     values: list[Any] = []
@@ -199,7 +199,7 @@ def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
 
 
 def _check_forward(op: Primitive, ans: np.ndarray, values: list[Any]) -> None:
-    inside = f" inside the VJP of {MODES.vjp_of}" if MODES.vjp_of else ""
+    inside = f" inside the VJP of {THREAD.modes.vjp_of}" if THREAD.modes.vjp_of else ""
     check_finite(ans, f"the forward of {op.name}{inside}", user_site(), _shapes(values))
 
 
@@ -282,11 +282,11 @@ def _checked_input_grads(t: TensorBase, g: Any, create_graph: bool, owned: bool)
     """`_input_grads` under anomaly mode: ops a higher-order VJP records name the VJP, and a
     gradient holding NaN or Inf raises."""
     name = t._op.name if t._op is not None else "op"
-    prev, MODES.vjp_of = MODES.vjp_of, name
+    prev, THREAD.modes.vjp_of = THREAD.modes.vjp_of, name
     try:
         pairs = _input_grads(t, g, create_graph, owned)
     finally:
-        MODES.vjp_of = prev
+        THREAD.modes.vjp_of = prev
     index = {id(p): i for i, p in enumerate(t._inputs)}
     for p, pg in pairs:
         check_finite(pg, f"the VJP of {name} (input {index[id(p)]})", getattr(t, "_site", None),
@@ -312,8 +312,9 @@ def run_backward(root: TensorBase, upstream: Any, retain_graph: bool = False,
     if root._op is None or id(root) in stop:
         _deliver(root, pending.pop(id(root)), inputs is None, found, handed)
         heap.clear()
-    grads_of = _checked_input_grads if MODES.anomaly else _input_grads
-    prev_mode, MODES.grad_enabled = MODES.grad_enabled, create_graph
+    modes = THREAD.modes
+    grads_of = _checked_input_grads if modes.anomaly else _input_grads
+    prev_mode, modes.grad_enabled = modes.grad_enabled, create_graph
     try:
         while heap:
             t = heappop(heap)[1]
@@ -345,7 +346,7 @@ def run_backward(root: TensorBase, upstream: Any, retain_graph: bool = False,
                 t._inputs = t._values = None  # what holds memory; _values None: freed
         _deliver_slices(sliced, inputs is None, found, handed)
     finally:
-        MODES.grad_enabled = prev_mode
+        modes.grad_enabled = prev_mode
     return None if inputs is None else [found.get(id(t)) for t in inputs]
 
 
@@ -437,6 +438,7 @@ def _recorded_operands(t: TensorBase) -> tuple[tuple[Any, ...], TensorBase]:
     if t._data is not y and not (t._data.shape == y.shape and np.shares_memory(t._data, y)):
         raise RuntimeError(f"{name}: its output's .data was replaced after the op was recorded; "
                            f"higher-order derivatives need the original")
-    if MODES.trace is not None:  # mg.compile: values read by the VJP are recorded operands too
-        return MODES.trace.vjp_operands(t), t
+    trace = THREAD.modes.trace
+    if trace is not None:  # mg.compile: values read by the VJP are recorded operands too
+        return trace.vjp_operands(t), t
     return tuple(v if p is None else p for p, v in zip(t._inputs, t._values)), t

@@ -20,22 +20,31 @@ import numpy as np
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _Modes(threading.local):
-    """Per-thread switches; the class attributes are every new thread's starting values."""
+class Modes:
+    """One thread's switches. A plain object, so a hot path reads `THREAD.modes` once (the one
+    per-thread lookup) and then each switch as an ordinary attribute."""
 
-    grad_enabled: bool = True
-    anomaly: bool = False
-    transform_depth: int = 0  # > 0 while a functional transform traces a function
-    vjp_of: str | None = None  # under anomaly, while recording a VJP: the op it belongs to
-    trace: Any = None  # while mg.compile traces a step: the trace.Trace that records it
+    __slots__ = ("grad_enabled", "anomaly", "transform_depth", "vjp_of", "trace")
+
+    def __init__(self) -> None:  # every new thread's starting values
+        self.grad_enabled = True
+        self.anomaly = False
+        self.transform_depth = 0  # > 0 while a functional transform traces a function
+        self.vjp_of: str | None = None  # under anomaly, while recording a VJP: its op's name
+        self.trace: Any = None  # while mg.compile traces a step: the trace.Trace recording it
 
 
-MODES = _Modes()
+class _PerThread(threading.local):
+    def __init__(self) -> None:  # runs in each thread at its first look
+        self.modes = Modes()
+
+
+THREAD = _PerThread()  # THREAD.modes: the calling thread's switches
 
 
 def is_grad_enabled() -> bool:
     """Whether ops on Tensors that require grad are recorded in this thread."""
-    return MODES.grad_enabled
+    return THREAD.modes.grad_enabled
 
 
 class _GradMode:
@@ -45,11 +54,11 @@ class _GradMode:
     _enabled: bool
 
     def __enter__(self) -> None:
-        self._prev = MODES.grad_enabled
-        MODES.grad_enabled = self._enabled
+        self._prev = THREAD.modes.grad_enabled
+        THREAD.modes.grad_enabled = self._enabled
 
     def __exit__(self, *exc: object) -> None:
-        MODES.grad_enabled = self._prev
+        THREAD.modes.grad_enabled = self._prev
 
     def __call__(self, fn: F) -> F:
         enabled = self._enabled
@@ -72,21 +81,21 @@ def _in_mode(gen: Generator[Any, Any, Any], enabled: bool) -> Generator[Any, Any
     resume: Callable[..., Any] = gen.send
     arg: Any = None
     while True:
-        prev, MODES.grad_enabled = MODES.grad_enabled, enabled
+        prev, THREAD.modes.grad_enabled = THREAD.modes.grad_enabled, enabled
         try:
             item = resume(arg)
         except StopIteration as stop:
             return stop.value
         finally:
-            MODES.grad_enabled = prev
+            THREAD.modes.grad_enabled = prev
         try:
             arg, resume = (yield item), gen.send
         except GeneratorExit:
-            prev, MODES.grad_enabled = MODES.grad_enabled, enabled
+            prev, THREAD.modes.grad_enabled = THREAD.modes.grad_enabled, enabled
             try:
                 gen.close()
             finally:
-                MODES.grad_enabled = prev
+                THREAD.modes.grad_enabled = prev
             raise
         except BaseException as e:  # noqa: BLE001  (thrown in by the caller: gen's to handle)
             arg, resume = e, gen.throw
@@ -110,12 +119,12 @@ class detect_anomaly:  # noqa: N801  (PyTorch's name)
     the shapes and that line. Outside it costs one flag read per op."""
 
     def __enter__(self) -> detect_anomaly:
-        self._prev = MODES.anomaly
-        MODES.anomaly = True
+        self._prev = THREAD.modes.anomaly
+        THREAD.modes.anomaly = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        MODES.anomaly = self._prev
+        THREAD.modes.anomaly = self._prev
 
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))

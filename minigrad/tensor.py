@@ -14,7 +14,7 @@ import numpy as np
 from minigrad import functions as F  # noqa: N812
 from minigrad import graph, rules
 from minigrad.graph import REFUSED_KINDS, ArrayLike, TensorBase, apply, leaf
-from minigrad.modes import MODES
+from minigrad.modes import THREAD
 
 Axis = int | Sequence[int] | None
 
@@ -26,8 +26,8 @@ def as_array(data: Any, dtype: Any = None, copy: bool = False) -> np.ndarray:
         copy = copy or not data._data.flags.writeable
         data = data._data
     arr = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
-    if MODES.trace is not None and arr is not data:  # mg.compile: a copy of a traced value
-        MODES.trace.alias(arr, data)
+    if THREAD.modes.trace is not None and arr is not data:  # mg.compile: a copy of a traced value
+        THREAD.modes.trace.alias(arr, data)
     if arr.dtype.kind in REFUSED_KINDS:
         raise TypeError(f"Tensor: cannot hold data of dtype {arr.dtype} "
                         f"(from {type(data).__name__}); give numbers or numeric arrays")
@@ -65,8 +65,8 @@ class Tensor(TensorBase):
         self._requires_grad = bool(requires_grad)
         self._op = None
         self._retains = False
-        if MODES.trace is not None:
-            MODES.trace.made_tensor(self)
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.made_tensor(self)
 
     @property
     def requires_grad(self) -> bool:
@@ -80,8 +80,8 @@ class Tensor(TensorBase):
 
     @property
     def data(self) -> np.ndarray:
-        if MODES.trace is not None:
-            MODES.trace.read_value(self, ".data")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.read_value(self, ".data")
         return self._data
 
     @data.setter
@@ -119,27 +119,27 @@ class Tensor(TensorBase):
 
     def numpy(self) -> np.ndarray:
         """The value as an ndarray, the same memory (read-only if a recorded op made it)."""
-        if MODES.trace is not None:
-            MODES.trace.read_value(self, "numpy()")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.read_value(self, "numpy()")
         return self._data
 
     def item(self) -> float:
-        if MODES.trace is not None:
-            MODES.trace.read_value(self, "item()")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.read_value(self, "item()")
         if self._data.size != 1:
             raise ValueError(f"item: only a one-element Tensor converts to a Python scalar, "
                              f"this one has shape {self.shape}")
         return self._data.item()  # type: ignore[no-any-return]
 
     def tolist(self) -> Any:
-        if MODES.trace is not None:
-            MODES.trace.read_value(self, "tolist()")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.read_value(self, "tolist()")
         return self._data.tolist()
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         # np.asarray(t) leaves the tape explicitly and gives the value.
-        if MODES.trace is not None:
-            MODES.trace.read_value(self, "np.asarray()")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.read_value(self, "np.asarray()")
         if copy:
             return np.array(self._data, dtype=dtype, copy=True)
         return self._data if dtype is None else self._data.astype(dtype, copy=False)
@@ -154,18 +154,18 @@ class Tensor(TensorBase):
             yield self[i]
 
     def __bool__(self) -> bool:
-        if MODES.trace is not None:
-            MODES.trace.read_value(self, "bool()")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.read_value(self, "bool()")
         return bool(self._data)
 
     def __float__(self) -> float:
-        if MODES.trace is not None:
-            MODES.trace.read_value(self, "float()")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.read_value(self, "float()")
         return float(self.item())
 
     def __int__(self) -> int:
-        if MODES.trace is not None:
-            MODES.trace.read_value(self, "int()")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.read_value(self, "int()")
         return int(self.item())
 
     def __copy__(self) -> Tensor:

@@ -1,6 +1,6 @@
 """Tracing for `mg.compile`: one eager run of a step, written down as straight-line NumPy.
 
-While a trace is this thread's `MODES.trace`, `graph.apply` hands every primitive to
+While a trace is this thread's `THREAD.modes.trace`, `graph.apply` hands every primitive to
 `Trace.record`, which runs it as usual and writes one line, `v7 = np.maximum(v6, 0)`. Every value
 the lines speak of is an ndarray known by identity: an argument, a Tensor read from outside (a
 module's parameter: an input read afresh at every call), an op's output, or a constant (an array
@@ -35,7 +35,7 @@ import numpy as np
 from minigrad import graph, lowering
 from minigrad.function import FunctionCtx
 from minigrad.graph import TensorBase, apply, leaf, run_backward
-from minigrad.modes import MODES
+from minigrad.modes import THREAD
 from minigrad.rules import Primitive
 
 
@@ -95,7 +95,7 @@ def _guarded(name: str) -> Any:
     template = _ARITHMETIC.get(name)
 
     def method(self: float, *other: Any) -> Any:
-        if MODES.trace is None:  # a primitive is running: NumPy reads the number
+        if THREAD.modes.trace is None:  # a primitive is running: NumPy reads the number
             return plain(self, *other)
         if other and isinstance(other[0], TensorBase):
             return NotImplemented
@@ -103,7 +103,7 @@ def _guarded(name: str) -> Any:
                                         for o in other):
             value = plain(self, *other)
             if type(value) is float:
-                return MODES.trace.scalar(value, template, (self, *other))
+                return THREAD.modes.trace.scalar(value, template, (self, *other))
         raise CompileError(f"compile: a comparison or conversion of a float argument would "
                            f"freeze its value into the program, at {_site()}; compute with it "
                            f"as a Tensor operand (mg.where for a choice), or pass the result "
@@ -203,7 +203,7 @@ class TracedArray(np.ndarray):
 def _derive(source: TracedArray, out: Any, method: str, args: tuple[Any, ...],
             kwargs: dict[str, Any] | None = None) -> Any:
     """out = source.method(*args): a new variable of the program, made by that line."""
-    trace = MODES.trace
+    trace = THREAD.modes.trace
     if trace is None or not isinstance(out, np.ndarray):
         return out
     return trace.derive(source, out, method, args, kwargs or {})
@@ -476,7 +476,7 @@ class Trace:
             out += [base] if n == 1 else [f"{base}_{j}" for j in range(n)]
         return out
 
-    # -- the hooks (called through MODES.trace) ------------------------------------------------
+    # -- the hooks (called through THREAD.modes.trace) --------------------------------------
     def record(self, op: Primitive, args: tuple[Any, ...], params: dict[str, Any]) -> Any:
         """graph.apply under tracing: run the op as usual and write its line."""
         _refuse_custom(op, params)
@@ -484,11 +484,11 @@ class Trace:
         prefs = {k: self.param_ref(v) for k, v in params.items()}
         if op.name == "getitem":
             self._refuse_dynamic_mask(params["index"])
-        MODES.trace = None  # the op's own work is not the step's code
+        THREAD.modes.trace = None  # the op's own work is not the step's code
         try:  # on the floats themselves: NumPy's rules for Python scalars, as eager
             t = apply(op, *map(_plain, args), **{k: _plain(v) for k, v in params.items()})
         finally:
-            MODES.trace = self
+            THREAD.modes.trace = self
         if t._op is not None:
             _keep_traced_floats(t, args, params)
             for v, r in zip(t._values, refs):  # what the guard copied is the same value
@@ -530,12 +530,12 @@ class Trace:
     def constant_op(self, fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> Any:
         """functions.constant (comparisons, argmax) under tracing."""
         refs = [self.ref(a) for a in args]
-        MODES.trace = None
+        THREAD.modes.trace = None
         try:
             t = leaf(np.asarray(fn(*[a._data if isinstance(a, TensorBase) else _plain(a)
                                      for a in args])))
         finally:
-            MODES.trace = self
+            THREAD.modes.trace = self
         if not any(r in self.dynamic for r in refs):
             self._bind(t._data, self.constant(t._data, "c"))
             return t
@@ -782,14 +782,14 @@ class Trace:
         for i in range(len(args)):
             if i in self.static_argnums or i - len(args) in self.static_argnums:
                 call_args[i] = args[i]
-        prev, MODES.trace = MODES.trace, self
+        prev, THREAD.modes.trace = THREAD.modes.trace, self
         try:
             result = self.fn(*call_args)
             out_leaves, out_def = flatten(result)
             outs = [self._output(o, k, leaves) for k, o in enumerate(out_leaves)]
             grads = self._trace_backward(out_leaves, leaves)
         finally:
-            MODES.trace = prev
+            THREAD.modes.trace = prev
         return out_leaves, out_def, outs, grads
 
     def _output(self, o: Any, k: int, leaves: list[Any]) -> str:
@@ -818,8 +818,9 @@ class Trace:
         inputs = [a for a in leaves if isinstance(a, TensorBase)] + self.externals
         wanted = [x for x in inputs if x._requires_grad]
         grads: list[Any] = []
+        recording = THREAD.modes.grad_enabled
         for k, o in enumerate(outs):
-            if not (wanted and MODES.grad_enabled and o._requires_grad and o._op is not None):
+            if not (wanted and recording and o._requires_grad and o._op is not None):
                 grads.append(None)
                 continue
             self.phase = k + 1

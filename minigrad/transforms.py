@@ -30,7 +30,7 @@ from minigrad.graph import (
     leaf,
     run_backward,
 )
-from minigrad.modes import MODES, no_grad
+from minigrad.modes import THREAD, no_grad
 from minigrad.tensor import Tensor
 
 
@@ -75,13 +75,13 @@ class _tracing:  # noqa: N801
     """Record while f runs, and tell nested transforms that they are nested."""
 
     def __enter__(self) -> None:
-        self._prev = MODES.grad_enabled
-        MODES.grad_enabled = True
-        MODES.transform_depth += 1
+        self._prev = THREAD.modes.grad_enabled
+        THREAD.modes.grad_enabled = True
+        THREAD.modes.transform_depth += 1
 
     def __exit__(self, *exc: object) -> None:
-        MODES.grad_enabled = self._prev
-        MODES.transform_depth -= 1
+        THREAD.modes.grad_enabled = self._prev
+        THREAD.modes.transform_depth -= 1
 
 
 def _as_input(a: ArrayLike) -> Tensor:
@@ -144,16 +144,16 @@ def _detached(a: Any) -> Any:
 def _wants_graph(originals: Sequence[Any]) -> bool:
     """Record the VJPs when nested in another transform or when an input is on a tape already,
     and while mg.compile traces (the recorded VJPs are what it writes down)."""
-    if MODES.trace is not None:
+    if THREAD.modes.trace is not None:
         return True
-    return MODES.grad_enabled and (MODES.transform_depth > 0 or any(
+    return THREAD.modes.grad_enabled and (THREAD.modes.transform_depth > 0 or any(
         isinstance(a, Tensor) and a.requires_grad for a in originals))
 
 
 def _closes_over_tape(out: Tensor, xs: Sequence[Tensor]) -> bool:
     """Does out depend on a Tensor that requires grad other than through xs (a parameter that f
     closed over)? Then its derivatives must be recorded too, or that dependence is lost."""
-    if not (MODES.grad_enabled and out.requires_grad):
+    if not (THREAD.modes.grad_enabled and out.requires_grad):
         return False
     stop = {id(x) for x in xs}
     return any(t._op is None and id(t) not in stop for t in toposort(out, stop))
@@ -287,7 +287,7 @@ def vjp(f: Callable[..., Any], *args: Any) -> tuple[Tensor, Callable[..., tuple[
     def vjp_fn(upstream: ArrayLike) -> tuple[Any, ...]:
         # an upstream on a tape keeps the result differentiable with respect to it too
         record = create or (isinstance(upstream, Tensor) and upstream.requires_grad
-                            and MODES.grad_enabled)
+                            and THREAD.modes.grad_enabled)
         u = upstream if isinstance(upstream, Tensor) and record else \
             np.asarray(upstream._data if isinstance(upstream, Tensor) else upstream)
         if u.shape != out.shape:
@@ -313,7 +313,7 @@ def _jvp_tangents(primals: Sequence[Any], tangents: Sequence[Any], xs: Sequence[
     ts: list[Any] = []
     on_tape = False
     for i, (x, t) in enumerate(zip(xs, _tree_leaves(tangents))):
-        if isinstance(t, Tensor) and t.requires_grad and MODES.grad_enabled:
+        if isinstance(t, Tensor) and t.requires_grad and THREAD.modes.grad_enabled:
             tv: Any = t  # on a tape: the result stays differentiable with respect to it
             on_tape = True
         else:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from minigrad.modes import MODES
+from minigrad.modes import THREAD
 
 settings.register_profile(
     "ci", deadline=None, derandomize=True, max_examples=40,
@@ -36,7 +36,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture(autouse=True)
 def _modes_are_restored() -> Iterator[None]:
     yield
-    state = (MODES.grad_enabled, MODES.anomaly, MODES.transform_depth, MODES.vjp_of)
+    modes = THREAD.modes
+    state = (modes.grad_enabled, modes.anomaly, modes.transform_depth, modes.vjp_of)
     assert state == (True, False, 0, None), f"a test left the modes at {state}"
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from minigrad.functions import clip, constant, linear, log_softmax, reshape, softmax, where
-from minigrad.modes import MODES
+from minigrad.modes import THREAD
 from minigrad.nn import primitives
 from minigrad.nn.convolution import conv2d, max_pool2d
 from minigrad.nn.modules import _generator
@@ -103,8 +103,8 @@ def dropout(x: Any, p: float = 0.5, training: bool = True,
     p = _probability(p, "dropout")
     if not training or p == 0.0:
         return _tensor(x)
-    if MODES.trace is not None:
-        MODES.trace.refuse("a random draw (dropout in training mode)")
+    if THREAD.modes.trace is not None:
+        THREAD.modes.trace.refuse("a random draw (dropout in training mode)")
     shape = np.shape(_value(x))
     if p == 1.0:
         mask = np.zeros(shape, _float_dtype(x))
@@ -259,8 +259,8 @@ def _blend(stat: Any, batch: np.ndarray, momentum: float) -> None:
 def _store(stat: Tensor | np.ndarray, value: Any) -> None:
     """Write value into a statistic in place, so references to its array see it; a Tensor
     whose array a live graph holds read-only gets a new array instead."""
-    if MODES.trace is not None:
-        MODES.trace.refuse("a buffer write (BatchNorm's running statistics)")
+    if THREAD.modes.trace is not None:
+        THREAD.modes.trace.refuse("a buffer write (BatchNorm's running statistics)")
     target = stat.data if isinstance(stat, Tensor) else stat
     if isinstance(stat, Tensor) and not target.flags.writeable:
         stat.data = np.array(value, dtype=target.dtype)
@@ -375,7 +375,7 @@ def _nll(lp: Tensor, t: np.ndarray, weight: Any, ignore_index: int, reduction: s
     w = _class_weights(weight, c, name)
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"{name}: label_smoothing must lie in [0, 1], got {smoothing!r}")
-    if w is None and not smoothing and MODES.trace is None and (t != ignore_index).all():
+    if w is None and not smoothing and THREAD.modes.trace is None and (t != ignore_index).all():
         return _reduce(lp[np.arange(n), t], reduction, name, negate=True)  # pick and reduce
     # What the targets decide is `constant` of them: a compiled step computes it at each call
     # (the targets are an input there), and checks their range each time as eager does.

@@ -33,7 +33,7 @@ import numpy as np
 
 from minigrad.functions import linear as _linear
 from minigrad.functions import log_softmax, softmax
-from minigrad.modes import MODES
+from minigrad.modes import THREAD
 from minigrad.rules import relu, sigmoid, tanh
 from minigrad.tensor import Tensor
 
@@ -92,8 +92,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if MODES.trace is not None:  # mg.compile: the training flag is part of the signature
-            MODES.trace.reached(self)
+        if THREAD.modes.trace is not None:  # mg.compile: the training flag is part of the signature
+            THREAD.modes.trace.reached(self)
         return self.forward(*args, **kwargs)
 
     # -- registration --------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from minigrad import kernels
-from minigrad.modes import MODES, enable_grad
+from minigrad.modes import THREAD, enable_grad
 from minigrad.readonly import locked_by_a_graph
 from minigrad.tensor import Tensor
 
@@ -142,8 +142,8 @@ class Optimizer:
         """Update, in place, every parameter that requires grad and has a grad. With `closure`
         (a function that recomputes and backpropagates the loss) the closure runs first and its
         loss is returned."""
-        if MODES.trace is not None:
-            MODES.trace.refuse("opt.step()")
+        if THREAD.modes.trace is not None:
+            THREAD.modes.trace.refuse("opt.step()")
         loss = None
         if closure is not None:
             with enable_grad():
