@@ -75,13 +75,15 @@ class _tracing:  # noqa: N801
     """Record while f runs, and tell nested transforms that they are nested."""
 
     def __enter__(self) -> None:
-        self._prev = THREAD.modes.grad_enabled
-        THREAD.modes.grad_enabled = True
-        THREAD.modes.transform_depth += 1
+        modes = THREAD.modes
+        self._prev = modes.grad_enabled
+        modes.grad_enabled = True
+        modes.transform_depth += 1
 
     def __exit__(self, *exc: object) -> None:
-        THREAD.modes.grad_enabled = self._prev
-        THREAD.modes.transform_depth -= 1
+        modes = THREAD.modes
+        modes.grad_enabled = self._prev
+        modes.transform_depth -= 1
 
 
 def _as_input(a: ArrayLike) -> Tensor:
@@ -144,9 +146,10 @@ def _detached(a: Any) -> Any:
 def _wants_graph(originals: Sequence[Any]) -> bool:
     """Record the VJPs when nested in another transform or when an input is on a tape already,
     and while mg.compile traces (the recorded VJPs are what it writes down)."""
-    if THREAD.modes.trace is not None:
+    modes = THREAD.modes
+    if modes.trace is not None:
         return True
-    return THREAD.modes.grad_enabled and (THREAD.modes.transform_depth > 0 or any(
+    return modes.grad_enabled and (modes.transform_depth > 0 or any(
         isinstance(a, Tensor) and a.requires_grad for a in originals))
 
 
