@@ -95,7 +95,7 @@ def _upstream(out: TensorBase, gradient: ArrayLike | None) -> np.ndarray:
             raise RuntimeError(f"backward: a gradient can be left out only for a one-element "
                                f"output; this one has shape {out.shape}: pass "
                                f"y.backward(upstream) with an upstream of that shape")
-        g = np.empty(out.shape, out.dtype)
+        g = np.empty(out._data.shape, out._data.dtype)
         g.fill(1)
         return g
     g = np.asarray(gradient._data if isinstance(gradient, TensorBase) else gradient)
@@ -262,7 +262,7 @@ def _input_grads(t: TensorBase, g: Any, create_graph: bool, owned: bool) -> Pair
     y = t._ans
     if create_graph:
         xs, y = _recorded_operands(t)
-    every = (op.vjp_owned(g, y, *xs, **params),) if owned else \
+    every = op.vjp_owned(g, y, *xs, **params) if owned else \
         op.vjp_all and op.vjp_all(g, y, *xs, **params)
     pairs = []
     for i, p in enumerate(t._inputs):

@@ -57,19 +57,31 @@ def getitem_vjp_into(buf: np.ndarray, g: Any, index: Any, basic: bool) -> None:
         add_at(buf, index, g, basic)
 
 
-def relu_vjp_owned(g: np.ndarray, y: np.ndarray, x: Any) -> np.ndarray:
-    """= rules.relu's x̄ = ḡ·[y > 0], written into ḡ's memory: the sweep passes only a ḡ that
-    nobody else holds, of y's shape and dtype (graph.py: _owned)."""
-    return np.multiply(g, y > 0, out=g)
+def relu_vjp_owned(g: np.ndarray, y: np.ndarray, x: Any) -> tuple[np.ndarray]:
+    """= rules.relu's (x̄,) = (ḡ·[y > 0],), written into ḡ's memory: the sweep passes only a ḡ
+    that nobody else holds, of y's shape and dtype (graph.py: _owned)."""
+    return (np.multiply(g, y > 0, out=g),)
 
 
 def log_softmax_vjp_owned(g: np.ndarray, y: np.ndarray, x: Any,
-                          axis: tuple[int, ...]) -> np.ndarray:
-    """= rules.log_softmax's x̄ = ḡ − eʸ·Σ_axis ḡ, written into ḡ's memory (as relu_vjp_owned);
-    the sum of a short last axis taken column by column (_reduce_last)."""
+                          axis: tuple[int, ...]) -> tuple[np.ndarray]:
+    """= rules.log_softmax's (x̄,) = (ḡ − eʸ·Σ_axis ḡ,), written into ḡ's memory (as
+    relu_vjp_owned); the sum of a short last axis taken column by column (_reduce_last)."""
     e = np.exp(y)
     e *= _reduce_last(np.add, g, axis)
-    return np.subtract(g, e, out=g)
+    return (np.subtract(g, e, out=g),)
+
+
+def linear_relu(x: Any, w: Any, b: Any = None) -> Any:
+    """= nn.primitives.linear_relu's max(x Wᵀ + b, 0), the bias and the ReLU applied in the
+    product's own fresh array: one activation-sized array made instead of three."""
+    y = x @ w.mT
+    if type(y) is not np.ndarray or y.dtype.kind != "f" or b is not None and (
+            np.shape(b) not in ((), y.shape[-1:]) or np.result_type(y, b) != y.dtype):
+        return np.maximum(y if b is None else y + b, 0)  # a cast or a broadcast: the rule
+    if b is not None:
+        y += b
+    return np.maximum(y, 0, out=y)
 
 
 def _reduce_last(ufunc: Any, x: np.ndarray, axis: tuple[int, ...], initial: Any = None) -> Any:

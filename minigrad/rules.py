@@ -15,9 +15,9 @@ to the row when the row is itself the public function. `kernel`, where given, is
 forward from kernels.py that computes the same thing; plain mode runs `forward` instead.
 `vjp_into`, where given (an op with one input), adds the input's gradient into a buffer of its
 shape in place (`buf += x̄`, x̄ as the rule gives it, never built whole): the sweep sums many
-slices of one Tensor that way, each at the cost of its own size. `kernel_vjp_owned` (one input
-too) is a VJP kernel that writes x̄ into ḡ's memory, run when the sweep owns ḡ (graph.py).
-"""
+slices of one Tensor that way, each at the cost of its own size. `kernel_vjp_owned`, run when
+the sweep owns ḡ (graph.py), may write into ḡ's memory; like `vjp_all` it returns the gradients
+of all inputs at once (indexed by input)."""
 
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ class Primitive:
                  kernel_vjps: tuple[Fn | None, ...] = (), vjp_into: Fn | None = None,
                  kernel_vjp_owned: Fn | None = None) -> None:
         self.name, self.forward, self.rule_vjps, self.vjp_all = name, forward, vjps, vjp_all
-        if (vjp_into or kernel_vjp_owned) is not None and len(vjps) != 1:
-            raise ValueError(f"{name}: vjp_into and kernel_vjp_owned are for an op with one "
-                             f"input (the sweep runs them instead of the rule), got {len(vjps)}")
+        if vjp_into is not None and len(vjps) != 1:
+            raise ValueError(f"{name}: vjp_into is for an op with one input (the sweep runs it "
+                             f"instead of the rule), got {len(vjps)}")
         self.vjp_into, self.vjp_owned = vjp_into, kernel_vjp_owned if kernels.ENABLED else None
         self.reads, self.math, self.numpy = reads, math, numpy
         self.reads_all = "x" in reads  # every input; else the digits name the inputs read
@@ -91,7 +91,7 @@ def row(forward: Any, math: str, *vjps: Fn, reads: str = "", name: str | None = 
 
 def _keep(a: Any, axis: tuple[int, ...], keepdims: bool, ndim: int) -> Any:
     """Reinsert reduced axes as size 1, so a reduction's output broadcasts against its input."""
-    if keepdims or np.ndim(a) == 0:
+    if keepdims or a.ndim == 0:
         return a
     shape = list(a.shape)
     for ax in sorted(axis):

@@ -158,6 +158,8 @@ NN_CASES: dict[str, tuple[Callable[..., mg.Tensor], list[np.ndarray]]] = {
     "erf": (primitives.erf, [_u(3, 4)]),
     "softplus": (lambda x: primitives.softplus(x, beta=1.5, threshold=2.0), [_off_zero(3, 4)]),
     "standardize": (lambda x: primitives.standardize(x, axis=(1,), eps=1e-5), [_u(3, 4)]),
+    "linear_relu": (primitives.linear_relu, [_u(4, 3), _u(2, 3), _u(2)]),
+    "linear_relu without bias": (primitives.linear_relu, [_u(2, 4, 3), _u(5, 3)]),
     "conv2d": (lambda x, w, b: F.conv2d(x, w, b, stride=1, padding=1), [_u(2, 2, 5, 5),
                                                                         _u(3, 2, 3, 3), _u(3)]),
     "conv2d strided": (lambda x, w: F.conv2d(x, w, stride=2, padding=0, dilation=1),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from minigrad import graph, kernels, rules
+from minigrad.nn import primitives as nn_rows
 from minigrad.scatter import add_at
 
 EDGES = [np.nan, np.inf, -np.inf, 800.0, -800.0, -40.0, 0.0, 1.0, -1e-300]
@@ -30,7 +31,8 @@ def _same(got: np.ndarray, want: np.ndarray, dtype: Any) -> None:
     np.testing.assert_allclose(got, want, rtol=rtol, atol=0)
 
 
-KERNELS_OF_ROWS = [row for row in rules.TABLE if row.run is not row.forward or
+ROWS = [*rules.TABLE, *(getattr(nn_rows, name) for name in nn_rows.__all__)]
+KERNELS_OF_ROWS = [row for row in ROWS if row.run is not row.forward or
                    getattr(kernels, row.name, None) is not None]
 
 
@@ -48,9 +50,9 @@ def test_every_kernel_names_a_row_and_is_tested() -> None:
     for row, kernel in [(rules.relu, kernels.relu_vjp_owned),
                         (rules.log_softmax, kernels.log_softmax_vjp_owned)]:
         assert row.vjp_owned is (kernel if kernels.ENABLED else None)
-    assert {row.name for row in rules.TABLE if row.vjp_owned} == (
-        {"relu", "log_softmax"} if kernels.ENABLED else set())
-    assert attached == {"softmax", "log_softmax"}
+    assert {row.name for row in ROWS if row.vjp_owned} == (
+        {"relu", "log_softmax", "linear_relu"} if kernels.ENABLED else set())
+    assert attached == {"softmax", "log_softmax", "linear_relu"}
     for row in KERNELS_OF_ROWS:
         assert (row.run is getattr(kernels, row.name)) == kernels.ENABLED
 
@@ -181,7 +183,7 @@ def test_relu_owned_kernel_equals_its_rule(dtype: Any) -> None:
     g_in = g.copy()
     with np.errstate(invalid="ignore"):  # inf·0
         want = rules.relu.rule_vjps[0](g, y, None)
-        got = kernels.relu_vjp_owned(g_in, y, None)
+        got = kernels.relu_vjp_owned(g_in, y, None)[0]
     assert got is g_in and got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
@@ -197,6 +199,45 @@ def test_log_softmax_owned_kernel_equals_its_rule(k: int, dtype: Any) -> None:
             g = np.resize(EDGE_G, x.shape).astype(dtype)[::-1].copy()
             want = rules.log_softmax.rule_vjps[0](g, y, x, axis)
             g_in = g.copy()
-            got = kernels.log_softmax_vjp_owned(g_in, y, x, axis)
+            got = kernels.log_softmax_vjp_owned(g_in, y, x, axis)[0]
             assert got is g_in
             _same(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bias", ["none", "row", "scalar", "float64", "python", "2-d"])
+def test_linear_relu_kernel_equals_its_rule(dtype: Any, bias: str) -> None:
+    """In the product's own array where the bias neither casts nor broadcasts it; the rule's
+    own expression otherwise (a float64 bias on float32, a bias of more axes): same values,
+    dtype and shape, NaN and ±inf included."""
+    x = _rows(2, dtype)
+    w = np.array([[1.0, -1.0], [0.5, 2.0], [-3.0, 0.0]], dtype)
+    b = {"none": None, "row": np.array([0.0, -1.0, 2.0], dtype), "scalar": np.array(1.5, dtype),
+         "float64": np.array([0.0, -1.0, 2.0]), "python": -0.25,
+         "2-d": np.ones((len(x), 3), dtype)}[bias]
+    args = (x, w) if b is None else (x, w, b)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf − inf, float32 overflow
+        want = nn_rows.linear_relu.forward(*args)
+        got = kernels.linear_relu(*args)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    assert kernels.linear_relu(np.ones((2, 2), int), np.ones((3, 2), int)).dtype.kind == "i"
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_relu_owned_vjps_equal_the_rules(bias: bool) -> None:
+    """The owned kernel writes ḡ·[y > 0] into ḡ, then linear's VJPs: the rule's values."""
+    rng = np.random.default_rng(5)
+    x, w, b = rng.normal(size=(300, 4)), rng.normal(size=(8, 4)), rng.normal(size=8)
+    args = (x, w, b) if bias else (x, w)
+    y = nn_rows.linear_relu.forward(*args)
+    g = rng.normal(size=y.shape)
+    want = nn_rows.linear_relu.vjp_all(g, y, *args)
+    if not kernels.ENABLED:
+        assert nn_rows.linear_relu.vjp_owned is None
+        pytest.skip("plain mode: the row has no owned kernel")
+    g_in = g.copy()
+    got = nn_rows.linear_relu.vjp_owned(g_in, y, *args)
+    assert got.gz is g_in  # ḡ·[y > 0] written into ḡ, then the linear's upstream
+    for i in range(3 if bias else 2):
+        np.testing.assert_allclose(got[i], want[i], rtol=1e-13, atol=1e-15)

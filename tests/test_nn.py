@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import minigrad as mg
 from minigrad import nn
 from minigrad.nn import functional as F  # noqa: N812  (PyTorch's spelling)
+from minigrad.transforms import toposort
 
 
 def mlp(seed: int = 0, dtype=np.float64) -> nn.Sequential:
@@ -355,6 +356,55 @@ def test_sequential_calls_each_layer_as_written():
     with pytest.raises(ValueError, match=r"Linear\(4, 3\): input of shape \(2, 5\) must end in "
                                          r"in_features=4"):
         nn.Sequential(nn.Linear(4, 3), nn.ReLU())(mg.tensor(np.ones((2, 5))))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_relu_is_linear_then_relu_as_one_op(bias, dtype, monkeypatch):
+    """Same values, gradients and checkpoint as Linear then ReLU (with kernels on, through the
+    sweep-owned kernel); one node on the tape, which keeps the output, not the pre-activation."""
+    owned_calls = []
+    row = nn.primitives.linear_relu
+    if row.vjp_owned is not None:
+        kernel = row.vjp_owned
+        monkeypatch.setattr(row, "vjp_owned",
+                            lambda *a, **k: owned_calls.append(1) or kernel(*a, **k))
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(600, 4)).astype(dtype)  # large enough for the sweep-owned kernels
+    fused = nn.Sequential(nn.LinearReLU(4, 16, bias=bias, rng=1, dtype=dtype),
+                          nn.Linear(16, 3, rng=2, dtype=dtype))
+    plain = nn.Sequential(nn.Linear(4, 16, bias=bias, rng=1, dtype=dtype), nn.ReLU(),
+                          nn.Linear(16, 3, rng=2, dtype=dtype))
+    assert list(fused.state_dict()) == ["0.weight"] + ["0.bias"] * bias + ["1.weight", "1.bias"]
+    outs = []
+    for net in (fused, plain):
+        out = net(mg.Tensor(x))
+        out.log_softmax(axis=-1)[np.arange(600), rng.integers(0, 3, 600) * 0].sum().backward()
+        outs.append((out.data, [p.grad for p in net.parameters()]))
+    assert len(owned_calls) == (row.vjp_owned is not None)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=tol, atol=tol)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    y = fused[0](mg.tensor(x, requires_grad=True))
+    assert [n._op.name for n in toposort(y, set()) if n._op is not None] == ["linear_relu"]
+    assert all(v is not None and v.shape != y.shape for v in y._values[:2])
+    assert y._ans is y.data or np.shares_memory(y._ans, y.data)
+
+
+def test_linear_relu_loads_a_linear_and_reports_shapes_as_itself():
+    linear = nn.Linear(4, 3, rng=0)
+    fused = nn.LinearReLU(4, 3, rng=5)
+    fused.load_state_dict(linear.state_dict())
+    x = np.random.default_rng(8).normal(size=(5, 4))
+    np.testing.assert_allclose(fused(x).data, np.maximum(linear(x).data, 0), rtol=1e-13)
+    assert F.linear_relu(x, linear.weight, linear.bias).data.tolist() == fused(x).data.tolist()
+    with pytest.raises(ValueError, match=r"LinearReLU\(4, 3\): input of shape \(2, 5\) must end "
+                                         r"in in_features=4"):
+        fused(np.ones((2, 5)))
+    assert repr(nn.LinearReLU(4, 3, bias=False)) == \
+        "LinearReLU(in_features=4, out_features=3, bias=False)"
 
 
 def test_sequential_layers_are_children_named_by_index():

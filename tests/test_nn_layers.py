@@ -1,8 +1,8 @@
 """minigrad.nn's layers, losses and initialisers, checked without PyTorch.
 
-- nn's own rows (`nn/primitives.py`: erf, softplus, standardize): gradchecked in float64
-  against central differences over hypothesis shapes, at first and second order, values off the
-  kinks; erf against `math.erf`; softplus and the logistic loss finite at ±1e4.
+- nn's own rows (`nn/primitives.py`: erf, softplus, standardize, linear_relu): gradchecked in
+  float64 against central differences over hypothesis shapes, at first and second order, values
+  off the kinks; erf against `math.erf`; softplus and the logistic loss finite at ±1e4.
 - every layer and loss against its formula written out in NumPy, its gradient against the
   formula's derivative or against finite differences, train/eval behaviour, running
   statistics, the state dict round trip, and the errors for bad shapes and arguments.
@@ -69,7 +69,7 @@ def math_erf(x: np.ndarray) -> np.ndarray:
 # =============================================================================================
 # nn's rows of the table
 # =============================================================================================
-ROWS = [primitives.erf, primitives.softplus, primitives.standardize]
+ROWS = [primitives.erf, primitives.softplus, primitives.standardize, primitives.linear_relu]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
@@ -140,6 +140,32 @@ def test_standardize_passes_gradcheck_over_any_axes(case: Any, eps: float) -> No
                         atol=1e-7, rtol=1e-6)
 
 
+@st.composite
+def linear_relu_cases(draw: st.DrawFn) -> list[np.ndarray]:
+    """x (batch axes, in), W (out, in) and maybe b (out,) whose pre-activation x Wᵀ + b stays
+    at least 0.05 from the ReLU's kink, so central differences never straddle it (x is drawn
+    again until it does)."""
+    batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
+    n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(SEEDS))
+    w = rng.normal(size=(n_out, n_in))
+    b = [rng.normal(size=n_out)] if draw(st.booleans()) else []
+    while True:
+        x = rng.normal(size=batch + (n_in,))
+        if np.abs(x @ w.T + sum(b)).min() > 0.05:
+            return [x, w, *b]
+
+
+@given(case=linear_relu_cases())
+def test_linear_relu_equals_linear_then_relu_and_passes_gradcheck(case: list[np.ndarray]) -> None:
+    z = case[0] @ case[1].T + (case[2] if len(case) == 3 else 0)
+    y = primitives.linear_relu(*(mg.tensor(a, requires_grad=True) for a in case))
+    np.testing.assert_allclose(y.data, np.maximum(z, 0), rtol=1e-13, atol=1e-15)
+    assert ops_in_graph(y) == ["linear_relu"]
+    assert mg.gradcheck(primitives.linear_relu, [mg.tensor(a) for a in case], atol=1e-7,
+                        rtol=1e-6)
+
+
 @SECOND_ORDER
 @given(seed=SEEDS)
 def test_the_rows_vjps_are_differentiable(seed: int) -> None:
@@ -150,6 +176,9 @@ def test_the_rows_vjps_are_differentiable(seed: int) -> None:
         second_order(f, [x], atol=1e-6, rtol=1e-5)
     second_order(lambda t: primitives.standardize(t, axis=(1,), eps=0.1), [x], atol=1e-6,
                  rtol=1e-5)
+    w, b = rng.normal(size=(4, 3)), rng.normal(size=4)
+    b += np.where(np.abs(x @ w.T + b) < 0.1, 0.3, 0.0).max(axis=0)  # off the kink
+    second_order(primitives.linear_relu, [x, w, b], atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -21,6 +21,7 @@ from minigrad.nn.modules import (
     Identity,
     IncompatibleKeys,
     Linear,
+    LinearReLU,
     LogSoftmax,
     Module,
     ReLU,
@@ -31,8 +32,8 @@ from minigrad.nn.modules import (
 )
 
 __all__ = [
-    "Identity", "IncompatibleKeys", "Linear", "LogSoftmax", "Module", "ReLU", "Sequential",
-    "Sigmoid", "Softmax", "Tanh", "functional", "utils",
+    "Identity", "IncompatibleKeys", "Linear", "LinearReLU", "LogSoftmax", "Module", "ReLU",
+    "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "utils",
 ]
 __all__ += ["Conv2d", "MaxPool2d"]  # nn/convolution.py
 __all__ += [  # nn/layers.py, nn/init.py

@@ -28,8 +28,8 @@ from minigrad.tensor import Tensor
 __all__ = [
     "batch_norm", "binary_cross_entropy_with_logits", "cross_entropy", "dropout", "elu",
     "embedding", "gelu", "huber_loss", "l1_loss", "layer_norm", "leaky_relu", "linear",
-    "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid", "silu", "smooth_l1_loss", "softmax",
-    "softplus", "tanh",
+    "linear_relu", "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid", "silu",
+    "smooth_l1_loss", "softmax", "softplus", "tanh",
 ]
 __all__ += ["conv2d", "max_pool2d"]  # nn/convolution.py
 
@@ -51,6 +51,14 @@ def _float_dtype(x: Any) -> np.dtype[Any]:
 
 
 # --- activations ------------------------------------------------------------------------------
+def linear_relu(x: Any, weight: Any, bias: Any = None) -> Tensor:
+    """max(x weightᵀ + bias, 0) as one recorded op, what `nn.LinearReLU` records: the tape keeps
+    the output (whose sign is the ReLU's derivative), not the pre-activation as well."""
+    if bias is None:
+        return primitives.linear_relu(x, weight)
+    return primitives.linear_relu(x, weight, bias)
+
+
 def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
     """y = x where x > 0, else negative_slope·x;  the slope at 0 is negative_slope (PyTorch's).
     One recorded multiply by a constant mask of 1s and slopes."""

@@ -34,12 +34,13 @@ import numpy as np
 from minigrad.functions import linear as _linear
 from minigrad.functions import log_softmax, softmax
 from minigrad.modes import THREAD
+from minigrad.nn.primitives import linear_relu
 from minigrad.rules import relu, sigmoid, tanh
 from minigrad.tensor import Tensor
 
 __all__ = [
-    "IncompatibleKeys", "Identity", "Linear", "LogSoftmax", "Module", "ReLU", "Sequential",
-    "Sigmoid", "Softmax", "Tanh",
+    "IncompatibleKeys", "Identity", "Linear", "LinearReLU", "LogSoftmax", "Module", "ReLU",
+    "Sequential", "Sigmoid", "Softmax", "Tanh",
 ]
 
 Kind = Literal["param", "buffer", "module"]
@@ -448,13 +449,32 @@ class Linear(Module):
         """A shape error said in this module's terms, when the input is what does not fit."""
         shape = x.shape if isinstance(x, Tensor) else np.shape(x)
         if shape[-1:] != (self.in_features,):
-            raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of "
-                             f"shape {shape} must end in in_features={self.in_features}"
-                             ) from None
+            raise ValueError(f"{type(self).__name__}({self.in_features}, {self.out_features}): "
+                             f"input of shape {shape} must end in "
+                             f"in_features={self.in_features}") from None
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
+
+
+class LinearReLU(Linear):
+    """y = max(x Wᵀ + b, 0): a Linear and a ReLU as one recorded op, the fusion made explicit.
+
+    `Sequential(Linear(a, b), ReLU(), ...)` records two ops and keeps the pre-activation alive
+    until backward; `Sequential(LinearReLU(a, b), ...)` records one and keeps only the output
+    (whose sign is the ReLU's derivative): one activation-sized array fewer, one op fewer.
+    Arguments, initialisation, parameters and checkpoint layout are Linear's.
+    """
+
+    def forward(self, x: Any) -> Tensor:
+        try:
+            if self.bias is None:
+                return linear_relu(x, self.weight)
+            return linear_relu(x, self.weight, self.bias)
+        except ValueError:
+            self._restate(x)
+            raise
 
 
 class Sequential(Module):

@@ -8,6 +8,9 @@ its docstring, its VJPs written with NumPy functions so that they run on Tensors
   `threshold` included; the binary cross-entropy with logits is written on it.
 - `standardize`: (x − mean)/√(var + ε) over some axes, the core of LayerNorm and BatchNorm. As
   ops it is nine nodes; as a row it saves its input and output, and its VJP is one line.
+- `linear_relu`: max(x Wᵀ + b, 0), what `nn.LinearReLU` records. As two ops the tape keeps the
+  pre-activation alive until backward; as one row it keeps only the output, whose sign is the
+  ReLU's derivative.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from minigrad.rules import primitive
+from minigrad import kernels
+from minigrad.rules import linear, primitive
 
-__all__ = ["erf", "softplus", "standardize"]
+__all__ = ["erf", "linear_relu", "softplus", "standardize"]
 
 # W. J. Cody's rational approximations of erf and erfc (Math. Comp. 23, 1969), accurate to
 # double precision: coefficients from the highest power down, in the order Horner reads them.
@@ -107,3 +111,25 @@ def standardize(x, axis, eps):
     # σ² is the biased variance (divided by n), as LayerNorm and BatchNorm normalise with it.
     centred = x - np.mean(x, axis=axis, keepdims=True)
     return centred / np.sqrt(np.mean(centred * centred, axis=axis, keepdims=True) + eps)
+
+
+class _LinearVJPsAt:
+    """linear's VJPs at the upstream gz (x̄ = gz W, W̄ = gzᵀ x; b̄ = gz, which the tape sums over
+    the rows), each computed when the sweep asks for it: an input without grad costs nothing."""
+
+    __slots__ = ("gz", "x", "w")
+
+    def __init__(self, gz: Any, x: Any, w: Any) -> None:
+        self.gz, self.x, self.w = gz, x, w
+
+    def __getitem__(self, i: int) -> Any:
+        return linear.vjps[i](self.gz, None, self.x, self.w) if i < 2 else self.gz
+
+
+# ReLU's derivative at z is [z > 0], which is [y > 0]: the upstream through the ReLU is ḡ·[y > 0].
+@primitive(vjp_all=lambda g, y, x, w, b=None: _LinearVJPsAt(g * (y > 0), x, w), reads="01y",
+           kernel=kernels.linear_relu, kernel_vjp_owned=lambda g, y, x, w, b=None:
+           _LinearVJPsAt(kernels.relu_vjp_owned(g, y, x)[0], x, w))
+def linear_relu(x, w, b=None):
+    """y = max(x Wᵀ + b, 0);  with ḡ' = ḡ·[y > 0]:  x̄ = ḡ' W,  W̄ = ḡ'ᵀ x,  b̄ = Σ ḡ'"""
+    return np.maximum(x @ w.mT if b is None else x @ w.mT + b, 0)
