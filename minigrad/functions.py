@@ -191,17 +191,23 @@ def matmul(a: ArrayLike, b: ArrayLike) -> Tensor:
 
 def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Tensor:
     """x @ weightᵀ + bias in one recorded op (weight is (out, in), PyTorch's layout)."""
-    sx, sw = _shape(x, "linear"), _shape(weight, "linear")
-    if len(sw) != 2 or len(sx) == 0 or sx[-1] != sw[1]:
-        raise ValueError(f"linear: input of shape {sx} and weight of shape {sw} do not fit: the "
-                         f"weight must be (out_features, in_features) and the input end in "
-                         f"in_features")
+    check_linear(x, weight, bias, "linear")
     if bias is None:
         return apply(rules.linear, x, weight)
-    if _shape(bias, "linear") not in ((sw[0],), ()):
-        raise ValueError(f"linear: bias of shape {_shape(bias, 'linear')} does not fit weight "
-                         f"of shape {sw}; it must be ({sw[0]},)")
     return apply(rules.linear, x, weight, bias)
+
+
+def check_linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None, op: str) -> None:
+    """x @ weightᵀ + bias's shapes, or ValueError: weight (out, in), x ending in in, bias
+    (out,) or a scalar (also for nn's fused linear_relu)."""
+    sx, sw = _shape(x, op), _shape(weight, op)
+    if len(sw) != 2 or len(sx) == 0 or sx[-1] != sw[1]:
+        raise ValueError(f"{op}: input of shape {sx} and weight of shape {sw} do not fit: the "
+                         f"weight must be (out_features, in_features) and the input end in "
+                         f"in_features")
+    if bias is not None and _shape(bias, op) not in ((sw[0],), ()):
+        raise ValueError(f"{op}: bias of shape {_shape(bias, op)} does not fit weight of shape "
+                         f"{sw}; it must be ({sw[0]},)")
 
 
 # --- shape ------------------------------------------------------------------------------------

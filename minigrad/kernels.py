@@ -72,7 +72,7 @@ def log_softmax_vjp_owned(g: np.ndarray, y: np.ndarray, x: Any,
     return (np.subtract(g, e, out=g),)
 
 
-def linear_relu(x: Any, w: Any, b: Any = None) -> Any:
+def linear_relu(x: Any, w: Any, b: Any = None, /) -> Any:
     """= nn.primitives.linear_relu's max(x Wᵀ + b, 0), the bias and the ReLU applied in the
     product's own fresh array: one activation-sized array made instead of three."""
     y = x @ w.mT

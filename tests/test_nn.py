@@ -407,6 +407,34 @@ def test_linear_relu_loads_a_linear_and_reports_shapes_as_itself():
         "LinearReLU(in_features=4, out_features=3, bias=False)"
 
 
+def test_linear_relu_checks_shapes_and_takes_its_bias_only_as_an_input():
+    w = mg.tensor(np.ones((4, 3)), requires_grad=True)
+    b = mg.tensor(np.ones(4), requires_grad=True)
+    with pytest.raises(ValueError, match=r"linear_relu: bias of shape \(2, 5, 4\) does not fit"):
+        F.linear_relu(np.ones((5, 3)), w, np.ones((2, 5, 4)))
+    with pytest.raises(ValueError, match=r"linear_relu: bias of shape \(4, 1\) does not fit"):
+        F.linear_relu(np.ones((4, 3)), w, np.ones((4, 1)))
+    with pytest.raises(ValueError, match=r"linear_relu: input of shape \(5, 2\) and weight of "
+                                         r"shape \(4, 3\) do not fit"):
+        F.linear_relu(np.ones((5, 2)), w, b)
+    with pytest.raises(TypeError, match="linear_relu: .*positional"):
+        nn.primitives.linear_relu(np.ones((5, 3)), w, b=b)  # a keyword is a parameter: refused
+
+
+def test_linear_relu_under_detect_anomaly_checks_the_pre_activation():
+    """The fused op never sees x Wᵀ + b; under anomaly mode it is recorded as linear and relu."""
+    x = mg.tensor([[1e200, 1e200]], requires_grad=True)
+    w = mg.tensor([[-1e200, -1e200]], requires_grad=True)
+    layer = nn.LinearReLU(2, 1, bias=False)
+    layer.weight.data[...] = -1e200
+    with np.errstate(over="ignore"):
+        assert F.linear_relu(x, w).data.tolist() == [[0.0]]  # -inf, relu: no error outside
+        with mg.detect_anomaly(), pytest.raises(RuntimeError, match="forward of linear"):
+            F.linear_relu(x, w)
+        with mg.detect_anomaly(), pytest.raises(RuntimeError, match="forward of linear"):
+            layer(x)
+
+
 def test_sequential_layers_are_children_named_by_index():
     net = mlp()
     assert [name for name, _ in net.named_children()] == ["0", "1", "2"]

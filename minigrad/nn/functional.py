@@ -2,8 +2,9 @@
 and defaults).
 
 Most are a few ops: `silu` is x·σ(x), `huber_loss` is c·(d − c/2) with c = clip(d, −δ, δ).
-Three are rows of their own (`primitives.py`): `erf` (under `gelu`), `softplus`, and the
-standardisation inside `layer_norm` and `batch_norm`. The losses are written on `log_softmax`
+Four are rows of their own (`primitives.py`): `erf` (under `gelu`), `softplus`, the
+standardisation inside `layer_norm` and `batch_norm`, and `linear_relu` (defined with
+`nn.LinearReLU` in `modules.py`). The losses are written on `log_softmax`
 and `softplus`, which never form a probability and then take its log: at logits of ±1e4, or in
 float32, softmax underflows to 0 and log(0) = −inf, while
 log_softmax(z) = z − max z − log Σ e^(z − max z) stays finite.
@@ -21,7 +22,7 @@ from minigrad.functions import clip, constant, linear, log_softmax, reshape, sof
 from minigrad.modes import THREAD
 from minigrad.nn import primitives
 from minigrad.nn.convolution import conv2d, max_pool2d
-from minigrad.nn.modules import _generator
+from minigrad.nn.modules import _generator, linear_relu
 from minigrad.rules import absolute, expm1, relu, sigmoid, tanh
 from minigrad.tensor import Tensor
 
@@ -51,14 +52,6 @@ def _float_dtype(x: Any) -> np.dtype[Any]:
 
 
 # --- activations ------------------------------------------------------------------------------
-def linear_relu(x: Any, weight: Any, bias: Any = None) -> Tensor:
-    """max(x weightᵀ + bias, 0) as one recorded op, what `nn.LinearReLU` records: the tape keeps
-    the output (whose sign is the ReLU's derivative), not the pre-activation as well."""
-    if bias is None:
-        return primitives.linear_relu(x, weight)
-    return primitives.linear_relu(x, weight, bias)
-
-
 def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
     """y = x where x > 0, else negative_slope·x;  the slope at 0 is negative_slope (PyTorch's).
     One recorded multiply by a constant mask of 1s and slopes."""

@@ -31,16 +31,16 @@ from typing import Any, Literal, NamedTuple, Self
 
 import numpy as np
 
+from minigrad.functions import check_linear, log_softmax, softmax
 from minigrad.functions import linear as _linear
-from minigrad.functions import log_softmax, softmax
 from minigrad.modes import THREAD
-from minigrad.nn.primitives import linear_relu
+from minigrad.nn import primitives
 from minigrad.rules import relu, sigmoid, tanh
 from minigrad.tensor import Tensor
 
 __all__ = [
     "IncompatibleKeys", "Identity", "Linear", "LinearReLU", "LogSoftmax", "Module", "ReLU",
-    "Sequential", "Sigmoid", "Softmax", "Tanh",
+    "Sequential", "Sigmoid", "Softmax", "Tanh", "linear_relu",
 ]
 
 Kind = Literal["param", "buffer", "module"]
@@ -469,12 +469,23 @@ class LinearReLU(Linear):
 
     def forward(self, x: Any) -> Tensor:
         try:
-            if self.bias is None:
-                return linear_relu(x, self.weight)
             return linear_relu(x, self.weight, self.bias)
         except ValueError:
             self._restate(x)
             raise
+
+
+def linear_relu(x: Any, weight: Any, bias: Any = None) -> Tensor:
+    """max(x weightᵀ + bias, 0) as one recorded op (the row `nn.primitives.linear_relu`): the tape
+    keeps the output, not the pre-activation as well. Under `detect_anomaly` it records linear
+    and relu apart, so that the pre-activation's NaN/Inf check runs (the fused op never sees it).
+    """
+    check_linear(x, weight, bias, "linear_relu")
+    if THREAD.modes.anomaly:
+        return relu(_linear(x, weight, bias))
+    if bias is None:
+        return primitives.linear_relu(x, weight)
+    return primitives.linear_relu(x, weight, bias)
 
 
 class Sequential(Module):

@@ -115,7 +115,8 @@ def standardize(x, axis, eps):
 
 class _LinearVJPsAt:
     """linear's VJPs at the upstream gz (x̄ = gz W, W̄ = gzᵀ x; b̄ = gz, which the tape sums over
-    the rows), each computed when the sweep asks for it: an input without grad costs nothing."""
+    the rows), each computed when the sweep asks for it: an input without grad costs nothing.
+    The sweep asks in input order, so gz itself goes out as b̄ only after x̄ and W̄ read it."""
 
     __slots__ = ("gz", "x", "w")
 
@@ -130,6 +131,6 @@ class _LinearVJPsAt:
 @primitive(vjp_all=lambda g, y, x, w, b=None: _LinearVJPsAt(g * (y > 0), x, w), reads="01y",
            kernel=kernels.linear_relu, kernel_vjp_owned=lambda g, y, x, w, b=None:
            _LinearVJPsAt(kernels.relu_vjp_owned(g, y, x)[0], x, w))
-def linear_relu(x, w, b=None):
+def linear_relu(x, w, b=None, /):  # b an input, never a keyword (apply's keywords are params)
     """y = max(x Wᵀ + b, 0);  with ḡ' = ḡ·[y > 0]:  x̄ = ḡ' W,  W̄ = ḡ'ᵀ x,  b̄ = Σ ḡ'"""
     return np.maximum(x @ w.mT if b is None else x @ w.mT + b, 0)
