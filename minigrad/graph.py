@@ -95,9 +95,7 @@ def _upstream(out: TensorBase, gradient: ArrayLike | None) -> np.ndarray:
             raise RuntimeError(f"backward: a gradient can be left out only for a one-element "
                                f"output; this one has shape {out.shape}: pass "
                                f"y.backward(upstream) with an upstream of that shape")
-        g = np.empty(out._data.shape, out._data.dtype)
-        g.fill(1)
-        return g
+        return np.array(1, out._data.dtype).reshape(out._data.shape)
     g = np.asarray(gradient._data if isinstance(gradient, TensorBase) else gradient)
     if g.dtype.kind not in "biuf":
         raise TypeError(f"backward: the gradient must hold real numbers of the output's shape "
@@ -230,7 +228,10 @@ def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     """Un-broadcast: sum g over the axes that NumPy broadcasting added or stretched (an axis of
     g's length 1 sums to itself, so only longer ones are reduced)."""
     lead = g.ndim - len(shape)
-    axes = tuple(i for i, n in enumerate(g.shape) if n != 1 and (i < lead or shape[i - lead] == 1))
+    axes: tuple[int, ...] = ()
+    for i, n in enumerate(g.shape):
+        if n != 1 and (i < lead or shape[i - lead] == 1):
+            axes += (i,)
     if axes:
         g = g.sum(axis=axes, keepdims=True)  # a method: g is a Tensor under higher order
     return g.reshape(shape) if g.shape != shape else g
@@ -258,8 +259,7 @@ def _input_grads(t: TensorBase, g: Any, create_graph: bool, owned: bool) -> Pair
     owns g (_owned), so the op's vjp_owned runs and may write into it."""
     op: Any = t._op
     values = xs = t._values
-    params = t._params
-    y = t._ans
+    params, y = t._params, t._ans
     if create_graph:
         xs, y = _recorded_operands(t)
     every = op.vjp_owned(g, y, *xs, **params) if owned else \

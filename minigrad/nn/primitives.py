@@ -114,23 +114,23 @@ def standardize(x, axis, eps):
 
 
 class _LinearVJPsAt:
-    """linear's VJPs at the upstream gz (x̄ = gz W, W̄ = gzᵀ x; b̄ = gz, which the tape sums over
-    the rows), each computed when the sweep asks for it: an input without grad costs nothing.
-    The sweep asks in input order, so gz itself goes out as b̄ only after x̄ and W̄ read it."""
+    """linear's VJPs at the upstream gz (x̄ = gz W, W̄ = gzᵀ x, b̄ = Σ gz), each computed when the
+    sweep asks for it: an input without grad costs nothing. The sweep asks in input order, so a
+    b̄ that is gz itself (a single row) goes out only after x̄ and W̄ read it."""
 
-    __slots__ = ("gz", "x", "w")
+    __slots__ = ("gz", "x", "w", "b")
 
-    def __init__(self, gz: Any, x: Any, w: Any) -> None:
-        self.gz, self.x, self.w = gz, x, w
+    def __init__(self, gz: Any, x: Any, w: Any, b: Any) -> None:
+        self.gz, self.x, self.w, self.b = gz, x, w, b
 
     def __getitem__(self, i: int) -> Any:
-        return linear.vjps[i](self.gz, None, self.x, self.w) if i < 2 else self.gz
+        return linear.vjps[i](self.gz, None, self.x, self.w, self.b)
 
 
 # ReLU's derivative at z is [z > 0], which is [y > 0]: the upstream through the ReLU is ḡ·[y > 0].
-@primitive(vjp_all=lambda g, y, x, w, b=None: _LinearVJPsAt(g * (y > 0), x, w), reads="01y",
+@primitive(vjp_all=lambda g, y, x, w, b=None: _LinearVJPsAt(g * (y > 0), x, w, b), reads="01y",
            kernel=kernels.linear_relu, kernel_vjp_owned=lambda g, y, x, w, b=None:
-           _LinearVJPsAt(kernels.relu_vjp_owned(g, y, x)[0], x, w))
+           _LinearVJPsAt(kernels.relu_vjp_owned(g, y, x)[0], x, w, b))
 def linear_relu(x, w, b=None, /):  # b an input, never a keyword (apply's keywords are params)
     """y = max(x Wᵀ + b, 0);  with ḡ' = ḡ·[y > 0]:  x̄ = ḡ' W,  W̄ = ḡ'ᵀ x,  b̄ = Σ ḡ'"""
     return np.maximum(x @ w.mT if b is None else x @ w.mT + b, 0)
