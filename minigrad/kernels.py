@@ -72,16 +72,48 @@ def log_softmax_vjp_owned(g: np.ndarray, y: np.ndarray, x: Any,
     return (np.subtract(g, e, out=g),)
 
 
+# Where ndarray.dot and matmul make the same single BLAS call: two 2-D arrays of one of these.
+_BLAS_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def _times_wt(x: Any, w: Any) -> Any:
+    """= x @ Wᵀ; a small product of two 2-D float ndarrays of one dtype through ndarray.dot."""
+    if type(x) is type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2 \
+            and x.dtype in _BLAS_FLOATS and w.dtype is x.dtype and len(x) * len(w) <= _SMALL_RESULT:
+        return x.dot(w.T)
+    return x @ w.mT
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """= rules.matmul's a @ b: a small product of two 2-D float ndarrays of one dtype through
+    ndarray.dot."""
+    if type(a) is type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2 \
+            and a.dtype in _BLAS_FLOATS and b.dtype is a.dtype \
+            and len(a) * b.shape[1] <= _SMALL_RESULT:
+        return a.dot(b)
+    return np.matmul(a, b)
+
+
+def linear(x: Any, w: Any, b: Any = None, /) -> Any:
+    """= rules.linear's x Wᵀ + b: a small product through ndarray.dot (_times_wt)."""
+    y = _times_wt(x, w)
+    return y if b is None else y + b
+
+
 def linear_relu(x: Any, w: Any, b: Any = None, /) -> Any:
-    """= nn.primitives.linear_relu's max(x Wᵀ + b, 0), the bias and the ReLU applied in the
-    product's own fresh array: one activation-sized array made instead of three."""
-    y = x @ w.mT
-    if type(y) is not np.ndarray or y.dtype.kind != "f" or b is not None and (
-            np.shape(b) not in ((), y.shape[-1:]) or np.result_type(y, b) != y.dtype):
-        return np.maximum(y if b is None else y + b, 0)  # a cast or a broadcast: the rule
+    """= nn.primitives.linear_relu's max(x Wᵀ + b, 0): the product through _times_wt; on an
+    activation-sized product the bias and the ReLU applied in its own fresh array (where the bias
+    neither casts nor broadcasts it): one such array made instead of three."""
+    y = _times_wt(x, w)
     if b is not None:
-        y += b
-    return np.maximum(y, 0, out=y)
+        if type(y) is np.ndarray and y.size > _SMALL_RESULT and type(b) is np.ndarray \
+                and b.dtype == y.dtype and b.shape in ((), y.shape[-1:]):
+            y += b
+        else:
+            y = y + b  # a new array, also where b casts or broadcasts y
+    if type(y) is np.ndarray and y.dtype.kind == "f":
+        return np.maximum(y, 0, out=y)  # y is the product's or the sum's own array
+    return np.maximum(y, 0)
 
 
 def _reduce_last(ufunc: Any, x: np.ndarray, axis: tuple[int, ...], initial: Any = None) -> Any:

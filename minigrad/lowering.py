@@ -133,6 +133,9 @@ def scatter_unique(src: np.ndarray, index: Any, shape: tuple[int, ...]) -> np.nd
 # its output before BLAS writes it, a pass that shows on activation-sized results: products up
 # to this many elements only.
 SMALL_PRODUCT = 4096
+# Rows whose eager forward kernel (kernels.matmul, kernels.linear: a small product through
+# ndarray.dot) generated code does in its own form: they are written as their rules, then here.
+OWN_FORMS = frozenset({"matmul", "linear"})
 _NAME = r"[A-Za-z_]\w*(?:\.m?T)?"
 _PRODUCT = re.compile(rf"({_NAME}) @ ({_NAME})((?: \+ {_NAME})?)")
 

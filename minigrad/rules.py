@@ -82,11 +82,12 @@ def primitive(*vjps: Fn, reads: str = "xy", vjp_all: Fn | None = None, numpy: An
     return make
 
 
-def row(forward: Any, math: str, *vjps: Fn, reads: str = "", name: str | None = None) -> Primitive:
+def row(forward: Any, math: str, *vjps: Fn, reads: str = "", name: str | None = None,
+        kernel: Fn | None = None) -> Primitive:
     """A row whose forward is a NumPy function itself (a ufunc is also the NumPy function that
     dispatches to the row)."""
     return Primitive(name or forward.__name__, forward, vjps, None, reads, math,
-                     forward if isinstance(forward, np.ufunc) else None)
+                     forward if isinstance(forward, np.ufunc) else None, kernel)
 
 
 def _keep(a: Any, axis: tuple[int, ...], keepdims: bool, ndim: int) -> Any:
@@ -277,7 +278,7 @@ def _matmul_vjp_b(g, y, a, b):
 
 
 matmul = row(np.matmul, "y = a @ b;  ā = ḡ @ bᵀ,  b̄ = aᵀ @ ḡ   (1-D operands promoted as NumPy "
-             "does)", _matmul_vjp_a, _matmul_vjp_b, reads="x")
+             "does)", _matmul_vjp_a, _matmul_vjp_b, reads="x", kernel=kernels.matmul)
 
 
 def _rows(a):
@@ -287,8 +288,8 @@ def _rows(a):
 
 @primitive(lambda g, y, x, w, b=None: g @ w,
            lambda g, y, x, w, b=None: _rows(g).mT @ _rows(x),
-           lambda g, y, x, w, b=None: sum_to(g, np.shape(b)), reads="01",
-           kernel_vjps=(kernels.linear_vjp_x, kernels.linear_vjp_w))
+           lambda g, y, x, w, b=None: sum_to(g, b.shape), reads="01",
+           kernel=kernels.linear, kernel_vjps=(kernels.linear_vjp_x, kernels.linear_vjp_w))
 def linear(x, w, b=None):
     """y = x Wᵀ + b;  x̄ = ḡ W,  W̄ = ḡᵀ x,  b̄ = Σ ḡ   (W̄ and b̄ summed over all rows)"""
     y = x @ w.mT

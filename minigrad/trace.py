@@ -342,12 +342,18 @@ class Line:
         self.ndims: tuple[int, ...] = ()  # its operands' numbers of axes while tracing
 
 
+def _as_rule(op: Primitive) -> bool:
+    """Is op written as its rule? Where it runs its rule, and where generated code has its own
+    form of op's eager kernel (lowering.OWN_FORMS: a small product written `a.dot(b)`)."""
+    return op.run is op.forward or op.name in lowering.OWN_FORMS
+
+
 def _describe(line: Line, op: Primitive, refs: list[str], params: dict[str, Any],
               value: Any, args: tuple[Any, ...]) -> None:
     line.op, line.value, line.operands, line.params = op.name, value, refs, params
     line.ndims = tuple(np.ndim(_plain(a)) for a in args)
-    if op.run is op.forward and isinstance(op.run, np.ufunc) and not params:
-        line.ufunc = op.run
+    if _as_rule(op) and isinstance(op.forward, np.ufunc) and not params:
+        line.ufunc = op.forward
     elif op.name == "relu" and op.run is op.forward:
         line.ufunc, line.operands = np.maximum, [refs[0], "0"]
 
@@ -937,7 +943,7 @@ def _refuse_custom(op: Primitive, params: dict[str, Any]) -> None:
 
 def _expression(trace: Trace, op: Primitive, refs: list[str], prefs: dict[str, str],
                 params: dict[str, Any]) -> str:
-    run = op.run
+    run = op.forward if _as_rule(op) else op.run
     if run is op.forward or op.name == "scatter_add":
         written = lowering.write(op.name, refs, prefs, params, trace.dynamic)
         if written is not None:

@@ -52,7 +52,7 @@ def test_every_kernel_names_a_row_and_is_tested() -> None:
         assert row.vjp_owned is (kernel if kernels.ENABLED else None)
     assert {row.name for row in ROWS if row.vjp_owned} == (
         {"relu", "log_softmax", "linear_relu"} if kernels.ENABLED else set())
-    assert attached == {"softmax", "log_softmax", "linear_relu"}
+    assert attached == {"softmax", "log_softmax", "linear_relu", "linear", "matmul"}
     for row in KERNELS_OF_ROWS:
         assert (row.run is getattr(kernels, row.name)) == kernels.ENABLED
 
@@ -204,13 +204,58 @@ def test_log_softmax_owned_kernel_equals_its_rule(k: int, dtype: Any) -> None:
             _same(got, want, dtype)
 
 
+# Operand pairs for the small-product kernels: 2-D of one float dtype (ndarray.dot) on both sides
+# of the size limit, and everything that must take matmul: mixed dtypes, integers, 1-D and 3-D
+# operands, empty axes, a subclass, Fortran order, NaN and ±inf.
+_PRODUCTS = [((1, 4), (4, 16), "d", "d"), ((3, 5), (5, 2), "f", "f"), ((5, 3), (3, 2), "d", "d"),
+             ((100, 4), (4, 40), "d", "d"), ((100, 4), (4, 41), "d", "d"),
+             ((2, 3), (3, 4), "f", "d"), ((2, 3), (3, 4), "l", "l"), ((3,), (3, 4), "d", "d"),
+             ((2, 2, 3), (3, 4), "d", "d"), ((0, 3), (3, 4), "d", "d"), ((2, 0), (0, 4), "f", "f")]
+
+
+def _operands(a_shape: tuple[int, ...], b_shape: tuple[int, ...], a_type: str, b_type: str,
+              layout: str) -> tuple[Any, Any]:
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=a_shape).astype(a_type) * 3
+    b = rng.normal(size=b_shape).astype(b_type) * 3
+    if a.ndim == 2 and len(a) >= 3 and a.shape[1] and a.dtype.kind == "f":
+        a[0, 0], a[1, -1] = np.nan, np.inf  # two rows of NaN and ±inf, the others finite
+    if layout == "F":
+        a, b = np.asfortranarray(a), np.asfortranarray(b)
+    elif layout == "matrix" and a.ndim == b.ndim == 2:
+        a, b = np.asmatrix(a), np.asmatrix(b)
+    return a, b
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("layout", ["C", "F", "matrix"])
+@pytest.mark.parametrize("a_shape,b_shape,a_type,b_type", _PRODUCTS)
+def test_small_product_kernels_equal_their_rules(a_shape: tuple[int, ...],
+                                                 b_shape: tuple[int, ...], a_type: str,
+                                                 b_type: str, layout: str) -> None:
+    """matmul's and linear's kernels (ndarray.dot for small 2-D float products, else the rule's
+    own expression) give the rule's values, dtype, shape and type, with and without a bias."""
+    a, b = _operands(a_shape, b_shape, a_type, b_type, layout)
+    with np.errstate(invalid="ignore"):  # inf · 0
+        pairs = [(kernels.matmul(a, b), rules.matmul.forward(a, b))]
+        w = b.T  # linear's weight is (out, in)
+        bias = np.linspace(-1, 1, b.shape[-1]).astype(b_type)
+        for args in [(a, w), (a, w, bias), (a, w, 0.5)]:
+            pairs.append((kernels.linear(*args), rules.linear.forward(*args)))
+    for got, want in pairs:
+        assert type(got) is type(want) and got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5 if want.dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("copies", [1, 10])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bias", ["none", "row", "scalar", "float64", "python", "2-d"])
-def test_linear_relu_kernel_equals_its_rule(dtype: Any, bias: str) -> None:
-    """In the product's own array where the bias neither casts nor broadcasts it; the rule's
+def test_linear_relu_kernel_equals_its_rule(dtype: Any, bias: str, copies: int) -> None:
+    """A small product through ndarray.dot; an activation-sized one (10 copies of the rows) with
+    the bias added in its own array where the bias neither casts nor broadcasts it; the rule's
     own expression otherwise (a float64 bias on float32, a bias of more axes): same values,
     dtype and shape, NaN and ±inf included."""
-    x = _rows(2, dtype)
+    x = np.tile(_rows(2, dtype), (copies, 1))
     w = np.array([[1.0, -1.0], [0.5, 2.0], [-3.0, 0.0]], dtype)
     b = {"none": None, "row": np.array([0.0, -1.0, 2.0], dtype), "scalar": np.array(1.5, dtype),
          "float64": np.array([0.0, -1.0, 2.0]), "python": -0.25,
