@@ -538,16 +538,14 @@ def test_a_crafted_archive_is_refused_before_it_is_read(tmp_path, archive, why):
     path = tmp_path / "crafted.npz"
     path.write_bytes(archive())
     assert os.path.getsize(path) < 2 ** 20
-    tracemalloc.start()
-    t = time.perf_counter()
+    tracemalloc.start()  # refused before reading: the peak stays far below what it claims
     try:
         with pytest.raises(ValueError, match=re.escape(str(path))) as info:
             mg.load(path)
-        elapsed = time.perf_counter() - t
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert elapsed < 0.25 and peak < 4 * 2 ** 20, (elapsed, peak)
+    assert peak < 4 * 2 ** 20, peak
     assert info.match(why)
 
 
