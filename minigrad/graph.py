@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from minigrad.modes import THREAD, check_finite, user_site
+from minigrad.modes import THREAD, check_finite, shapes_of, user_site
 from minigrad.readonly import COUNTS_REFS, Lease, freeze, guard, release
 
 if TYPE_CHECKING:
@@ -142,10 +142,6 @@ def operand(a: Any, op_name: str) -> Any:
                     f"use a Tensor, an ndarray or a Python number")
 
 
-def _shapes(values: Sequence[Any]) -> str:
-    return ", ".join(str(np.shape(v)) for v in values)
-
-
 def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
     """Run op's forward on the inputs' values; when an input requires grad and this thread
     records, the output also records the op: it becomes a node of the tape."""
@@ -175,7 +171,7 @@ def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
         ans = op.run(*values, **params)
     except (ValueError, TypeError) as e:
         kind = ValueError if isinstance(e, ValueError) else TypeError
-        raise kind(f"{op.name}: {e} (input shapes {_shapes(values)})") from None
+        raise kind(f"{op.name}: {e} (input shapes {shapes_of(values)})") from None
     ans = np.asarray(ans)  # a NumPy scalar (a full reduction's result) becomes a 0-d array
     anomaly = modes.anomaly
     if anomaly:
@@ -198,7 +194,7 @@ def apply(op: Primitive, *args: Any, **params: Any) -> Tensor:
 
 def _check_forward(op: Primitive, ans: np.ndarray, values: list[Any]) -> None:
     inside = f" inside the VJP of {THREAD.modes.vjp_of}" if THREAD.modes.vjp_of else ""
-    check_finite(ans, f"the forward of {op.name}{inside}", user_site(), _shapes(values))
+    check_finite(ans, f"the forward of {op.name}{inside}", user_site, values)
 
 
 def _refuse_output(op: Primitive, ans: np.ndarray, values: Sequence[Any]) -> None:
@@ -290,7 +286,7 @@ def _checked_input_grads(t: TensorBase, g: Any, create_graph: bool, owned: bool)
     index = {id(p): i for i, p in enumerate(t._inputs)}
     for p, pg in pairs:
         check_finite(pg, f"the VJP of {name} (input {index[id(p)]})", getattr(t, "_site", None),
-                     _shapes(t._values))
+                     t._values)
     return pairs
 
 

@@ -12,7 +12,7 @@ import linecache
 import os
 import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -130,10 +130,16 @@ class detect_anomaly:  # noqa: N801  (PyTorch's name)
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+@functools.cache
+def _in_package(filename: str) -> bool:
+    """Is this code object's file one of minigrad's? (Files' code objects carry absolute paths.)"""
+    return os.path.abspath(filename).startswith(_PKG_DIR)
+
+
 def user_site() -> str:
     """File:line and source of the innermost frame outside minigrad itself."""
     frame = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PKG_DIR):
+    while frame is not None and _in_package(frame.f_code.co_filename):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return "<unknown>"
@@ -141,12 +147,21 @@ def user_site() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}: {src}"
 
 
-def check_finite(arr: Any, what: str, site: str | None, shapes: str) -> None:
-    """Under detect_anomaly: raise if arr holds NaN or Inf, naming what made it and where."""
+def shapes_of(values: Sequence[Any]) -> str:
+    """The shapes of an op's input values, as an error message gives them."""
+    return ", ".join(str(np.shape(v)) for v in values)
+
+
+def check_finite(arr: Any, what: str, site: str | Callable[[], str] | None,
+                 values: Sequence[Any]) -> None:
+    """Under detect_anomaly: raise if arr holds NaN or Inf, naming what made it, the shapes of
+    its op's input values and where (`site`, or the function that finds it: only then called)."""
     arr = np.asarray(arr)
     if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
         bad = "NaN" if np.isnan(arr).any() else "Inf"
-        where = site or ("a line not recorded (the forward pass ran outside detect_anomaly(); "
-                         "run it inside the block to see where)")
-        raise RuntimeError(f"detect_anomaly: {what} produced {bad} (input shapes {shapes}, "
+        where = (site() if callable(site) else site) or (
+            "a line not recorded (the forward pass ran outside detect_anomaly(); run it inside "
+            "the block to see where)")
+        raise RuntimeError(f"detect_anomaly: {what} produced {bad} (input shapes "
+                           f"{shapes_of(values)}, "
                            f"output shape {arr.shape}); the op was created at {where}")
