@@ -72,23 +72,28 @@ def log_softmax_vjp_owned(g: np.ndarray, y: np.ndarray, x: Any,
     return (np.subtract(g, e, out=g),)
 
 
-# Where ndarray.dot and matmul make the same single BLAS call: two 2-D arrays of one of these.
+# ndarray.dot stands in for matmul on two 2-D ndarrays of one of these dtypes whose shapes fit
+# (else matmul's own error), for a result of at most _SMALL_RESULT elements. Both call BLAS,
+# except on a strided view that matmul multiplies in its own loop and dot copies first: there
+# the last bit may differ. (The checks are written out in both kernels: a shared helper's call
+# would cost much of what dot saves on a policy's tiny products.)
 _BLAS_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 def _times_wt(x: Any, w: Any) -> Any:
-    """= x @ Wᵀ; a small product of two 2-D float ndarrays of one dtype through ndarray.dot."""
+    """= x @ Wᵀ; a small product through ndarray.dot (see _BLAS_FLOATS)."""
     if type(x) is type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2 \
-            and x.dtype in _BLAS_FLOATS and w.dtype is x.dtype and len(x) * len(w) <= _SMALL_RESULT:
+            and x.dtype in _BLAS_FLOATS and w.dtype is x.dtype and x.shape[1] == w.shape[1] \
+            and len(x) * len(w) <= _SMALL_RESULT:
         return x.dot(w.T)
     return x @ w.mT
 
 
 def matmul(a: Any, b: Any) -> Any:
-    """= rules.matmul's a @ b: a small product of two 2-D float ndarrays of one dtype through
-    ndarray.dot."""
+    """= rules.matmul's a @ b; a small product through ndarray.dot (see _BLAS_FLOATS), which
+    skips matmul's per-call set-up."""
     if type(a) is type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2 \
-            and a.dtype in _BLAS_FLOATS and b.dtype is a.dtype \
+            and a.dtype in _BLAS_FLOATS and b.dtype is a.dtype and a.shape[1] == len(b) \
             and len(a) * b.shape[1] <= _SMALL_RESULT:
         return a.dot(b)
     return np.matmul(a, b)
@@ -101,9 +106,10 @@ def linear(x: Any, w: Any, b: Any = None, /) -> Any:
 
 
 def linear_relu(x: Any, w: Any, b: Any = None, /) -> Any:
-    """= nn.primitives.linear_relu's max(x Wᵀ + b, 0): the product through _times_wt; on an
-    activation-sized product the bias and the ReLU applied in its own fresh array (where the bias
-    neither casts nor broadcasts it): one such array made instead of three."""
+    """= nn.primitives.linear_relu's max(x Wᵀ + b, 0): the product through _times_wt, the ReLU
+    in the product's (or the biased product's) own fresh array, and on an activation-sized
+    product the bias added there too (where it neither casts nor broadcasts it): one array of
+    the output's size made instead of three."""
     y = _times_wt(x, w)
     if b is not None:
         if type(y) is np.ndarray and y.size > _SMALL_RESULT and type(b) is np.ndarray \

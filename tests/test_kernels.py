@@ -205,9 +205,11 @@ def test_log_softmax_owned_kernel_equals_its_rule(k: int, dtype: Any) -> None:
 
 
 # Operand pairs for the small-product kernels: 2-D of one float dtype (ndarray.dot) on both sides
-# of the size limit, and everything that must take matmul: mixed dtypes, integers, 1-D and 3-D
-# operands, empty axes, a subclass, Fortran order, NaN and ±inf.
+# of the size limit, with an empty axis among them; and what takes matmul: mixed dtypes,
+# integers, 1-D and 3-D operands. Each in C and Fortran order (ndarray.dot), as np.matrix (matmul)
+# and as views with negative strides (ndarray.dot, which copies them first).
 _PRODUCTS = [((1, 4), (4, 16), "d", "d"), ((3, 5), (5, 2), "f", "f"), ((5, 3), (3, 2), "d", "d"),
+             ((4, 7), (7, 1), "d", "d"), ((20, 64), (64, 30), "f", "f"),
              ((100, 4), (4, 40), "d", "d"), ((100, 4), (4, 41), "d", "d"),
              ((2, 3), (3, 4), "f", "d"), ((2, 3), (3, 4), "l", "l"), ((3,), (3, 4), "d", "d"),
              ((2, 2, 3), (3, 4), "d", "d"), ((0, 3), (3, 4), "d", "d"), ((2, 0), (0, 4), "f", "f")]
@@ -219,32 +221,44 @@ def _operands(a_shape: tuple[int, ...], b_shape: tuple[int, ...], a_type: str, b
     a = rng.normal(size=a_shape).astype(a_type) * 3
     b = rng.normal(size=b_shape).astype(b_type) * 3
     if a.ndim == 2 and len(a) >= 3 and a.shape[1] and a.dtype.kind == "f":
-        a[0, 0], a[1, -1] = np.nan, np.inf  # two rows of NaN and ±inf, the others finite
+        a[0, 0], a[1, -1], a[2, 0] = np.nan, np.inf, -np.inf  # three rows not finite, the rest so
     if layout == "F":
         a, b = np.asfortranarray(a), np.asfortranarray(b)
     elif layout == "matrix" and a.ndim == b.ndim == 2:
         a, b = np.asmatrix(a), np.asmatrix(b)
+    elif layout == "reversed":  # the same values on a negative stride: a reversed copy, reversed
+        a = np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+        b = np.ascontiguousarray(b[..., ::-1])[..., ::-1]
     return a, b
 
 
 @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
-@pytest.mark.parametrize("layout", ["C", "F", "matrix"])
+@pytest.mark.parametrize("layout", ["C", "F", "matrix", "reversed"])
 @pytest.mark.parametrize("a_shape,b_shape,a_type,b_type", _PRODUCTS)
 def test_small_product_kernels_equal_their_rules(a_shape: tuple[int, ...],
                                                  b_shape: tuple[int, ...], a_type: str,
                                                  b_type: str, layout: str) -> None:
     """matmul's and linear's kernels (ndarray.dot for small 2-D float products, else the rule's
-    own expression) give the rule's values, dtype, shape and type, with and without a bias."""
+    own expression) give the rule's dtype, shape, type and bits, with and without a bias, and
+    leave their inputs as they were. On a view with negative strides, where matmul multiplies in
+    its own loop and dot copies first, the last bit may differ."""
     a, b = _operands(a_shape, b_shape, a_type, b_type, layout)
+    w = b.T  # linear's weight is (out, in)
+    bias = np.linspace(-1, 1, b.shape[-1]).astype(b_type)
+    before = [a.copy(), b.copy(), bias.copy()]
     with np.errstate(invalid="ignore"):  # inf · 0
         pairs = [(kernels.matmul(a, b), rules.matmul.forward(a, b))]
-        w = b.T  # linear's weight is (out, in)
-        bias = np.linspace(-1, 1, b.shape[-1]).astype(b_type)
         for args in [(a, w), (a, w, bias), (a, w, 0.5)]:
             pairs.append((kernels.linear(*args), rules.linear.forward(*args)))
     for got, want in pairs:
         assert type(got) is type(want) and got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=1e-5 if want.dtype == np.float32 else 1e-12)
+        if layout == "reversed":
+            np.testing.assert_allclose(got, want, rtol=4 * np.finfo(want.dtype).eps
+                                       if want.dtype.kind == "f" else 0)
+        else:
+            np.testing.assert_array_equal(got, want)
+    for value, copy in zip((a, b, bias), before):
+        np.testing.assert_array_equal(value, copy)
 
 
 @pytest.mark.parametrize("copies", [1, 10])
