@@ -127,13 +127,16 @@ class detect_anomaly:  # noqa: N801  (PyTorch's name)
         THREAD.modes.anomaly = self._prev
 
 
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+# With the separator: a user's folder named like the package (minigrad_examples/) is not it.
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 @functools.cache
 def _in_package(filename: str) -> bool:
-    """Is this code object's file one of minigrad's? (Files' code objects carry absolute paths.)"""
-    return os.path.abspath(filename).startswith(_PKG_DIR)
+    """Is this code object's file one of minigrad's? A file's code objects carry its absolute
+    path (so the answer may be kept); `<string>`, `<stdin>` and the like are the user's."""
+    return not filename.startswith("<") and \
+        os.path.abspath(filename).startswith(_PKG_DIR)
 
 
 def user_site() -> str:

@@ -44,8 +44,9 @@ class CompileError(RuntimeError):
     effect a replay would lose. The message names the user's line."""
 
 
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
-_NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
+# With the separator: a user's folder named like the package (minigrad_examples/) is not it.
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 
 
 def _site() -> str:

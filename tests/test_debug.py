@@ -370,3 +370,16 @@ def test_anomaly_does_not_misname_the_creating_line() -> None:
     with pytest.raises(RuntimeError) as info, mg.detect_anomaly():
         loss.backward()  # anomaly: backward outside
     assert f":{line_of('anomaly: backward outside')}:" not in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in log")
+@pytest.mark.parametrize("filename", ["<string>", "minigrad_examples/demo.py"])
+def test_anomaly_names_user_code_beside_the_package_and_in_strings(filename: str) -> None:
+    """A user's file in a folder named like the package (minigrad_examples/, next to minigrad/)
+    and code run from a string are the user's: the message names their line."""
+    package = Path(mg.__file__).resolve().parent
+    name = filename if filename.startswith("<") else str(package.parent / filename)
+    code = compile("x = mg.tensor([-1.0], requires_grad=True)\nx.log()\n", name, "exec")
+    with pytest.raises(RuntimeError) as info, mg.detect_anomaly():
+        exec(code, {"mg": mg})
+    assert f"created at {name}:2" in str(info.value)
