@@ -116,7 +116,7 @@ def standardize(x, axis, eps):
 class _LinearVJPsAt:
     """linear's VJPs at the upstream gz (x̄ = gz W, W̄ = gzᵀ x, b̄ = Σ gz), each computed when the
     sweep asks for it: an input without grad costs nothing. The sweep asks in input order, so a
-    b̄ that is gz itself (a single row) goes out only after x̄ and W̄ read it."""
+    b̄ that is gz or a view of it (a single row) goes out only after x̄ and W̄ read it."""
 
     __slots__ = ("gz", "x", "w", "b")
 
